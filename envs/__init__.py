@@ -1,0 +1,37 @@
+"""The paper's multi-goal environments, registered in gymnasium on `import envs`.
+
+    import gymnasium as gym
+    import envs  # noqa: F401  (registers the ids)
+    env = gym.make("FetchPickAndPlace-v0")
+
+Every task also comes with a dense reward, as `...Dense-v0` (e.g. `FetchPushDense-v0`).
+"""
+
+import gymnasium as gym
+
+from envs.goal_env import REWARD_TYPES, GoalEnv, goal_distance  # noqa: F401
+
+# id stem -> (entry point, episode length in steps). Episode lengths: paper 1.4 / canonical registration.
+_TASKS = {
+    "FetchReach": ("envs.fetch:FetchReachEnv", 50),
+    "FetchPush": ("envs.fetch:FetchPushEnv", 50),
+    "FetchSlide": ("envs.fetch:FetchSlideEnv", 50),
+    "FetchPickAndPlace": ("envs.fetch:FetchPickAndPlaceEnv", 50),
+}
+
+ENV_IDS = []
+for _stem, (_entry_point, _max_steps) in _TASKS.items():
+    for _reward_type in REWARD_TYPES:
+        _id = f"{_stem}{'Dense' if _reward_type == 'dense' else ''}-v0"
+        # Registering again (a second import, or after gymnasium_robotics claimed an id) must not warn or fail.
+        gym.envs.registry.pop(_id, None)
+        gym.register(_id, entry_point=_entry_point, max_episode_steps=_max_steps, kwargs={"reward_type": _reward_type})
+        ENV_IDS.append(_id)
+ENV_IDS = tuple(ENV_IDS)
+
+
+def make(env_id: str, **kwargs) -> gym.Env:
+    """`gym.make` for our ids, with an error that lists the valid ones."""
+    if env_id not in ENV_IDS:
+        raise ValueError(f"unknown environment id {env_id!r}; valid ids are: {', '.join(ENV_IDS)}")
+    return gym.make(env_id, **kwargs)

@@ -1,0 +1,192 @@
+"""The base of every environment here: a MuJoCo model driven at 25 Hz behind the paper's goal-env API.
+
+A task subclass adds only what differs between tasks: how an action reaches the simulator, the observation,
+how an episode is randomised, how a goal is sampled, and when a goal counts as achieved.
+The paper's API (its section 1.3 and Appendix A): observations are a Dict of `observation`, `achieved_goal`
+and `desired_goal`; `compute_reward(achieved_goal, desired_goal, info)` recomputes the reward for substituted
+goals, over any leading batch dimensions, so that HER can relabel a whole batch in one call.
+"""
+
+import importlib.util
+import os
+import warnings
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+from gymnasium import spaces
+
+N_SUBSTEPS = 20  # paper 1.1/1.2: one action is held for 20 simulator steps of 2 ms, i.e. 25 Hz control
+REWARD_TYPES = ("sparse", "dense")
+# MuJoCo resets the whole mjData by itself when it meets a NaN or huge value; these counters tell us it did.
+_UNSTABLE = slice(int(mujoco.mjtWarning.mjWARN_BADQPOS), int(mujoco.mjtWarning.mjWARN_BADQACC) + 1)  # qpos, qvel, qacc
+_FULL_STATE = mujoco.mjtState.mjSTATE_INTEGRATION  # qpos, qvel, act, warm-start, ctrl, mocap poses, time, ...
+
+
+def model_path(relative_path: str) -> str:
+    """Absolute path of a robot model that the `gymnasium-robotics` package ships as package data.
+
+    `find_spec` locates the package without importing it: importing it would register its own environment ids
+    (some collide with ours) and print deprecation warnings.
+    """
+    spec = importlib.util.find_spec("gymnasium_robotics")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(
+            "The robot models come from the 'gymnasium-robotics' package, which is not installed: "
+            "pip install -r requirements.txt"
+        )
+    path = os.path.join(spec.submodule_search_locations[0], "envs", "assets", relative_path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} is missing from the installed gymnasium-robotics package")
+    return path
+
+
+def goal_distance(goal_a: np.ndarray, goal_b: np.ndarray) -> np.ndarray:
+    """Euclidean distance over the last axis, for single goals and batches alike."""
+    return np.linalg.norm(np.asarray(goal_a) - np.asarray(goal_b), axis=-1)
+
+
+class GoalEnv(gym.Env):
+    """A goal-conditioned MuJoCo environment (the paper's `gym.GoalEnv`), shared by the Fetch and hand tasks."""
+
+    metadata = {"render_modes": ["human", "rgb_array", "depth_array"], "render_fps": 25}
+    camera_config: dict = {}  # the default free camera of a task, as in the canonical environments
+
+    def __init__(self, model_xml: str, n_actions: int, reward_type: str, render_mode=None, width=480, height=480):
+        if reward_type not in REWARD_TYPES:
+            raise ValueError(f"unknown reward_type {reward_type!r}; valid reward types are {REWARD_TYPES}")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"unknown render_mode {render_mode!r}; valid ones are {self.metadata['render_modes']}")
+        self.reward_type = reward_type
+        self.render_mode = render_mode
+        self.model = mujoco.MjModel.from_xml_path(model_path(model_xml))
+        self.model.vis.global_.offwidth, self.model.vis.global_.offheight = width, height
+        self.data = mujoco.MjData(self.model)
+        self._warning_counts = self.data.warning.number  # a live view of MuJoCo's warning counters
+        self.n_substeps = N_SUBSTEPS
+        self.width, self.height = width, height
+        self._renderer = None
+
+        self._setup()  # task-specific: look up ids, set the initial pose, warm up
+        # Everything the integrator needs (including mocap poses and the solver's warm start) is saved once, so
+        # that every reset starts from exactly the same state and a seed reproduces an episode bit for bit.
+        self._initial_state = np.empty(mujoco.mj_stateSize(self.model, _FULL_STATE))
+        mujoco.mj_getState(self.model, self.data, self._initial_state, _FULL_STATE)
+
+        self.goal = self._sample_goal()
+        obs = self._get_obs()
+        goal_space = spaces.Box(-np.inf, np.inf, shape=obs["achieved_goal"].shape, dtype=np.float64)
+        self.observation_space = spaces.Dict(
+            {
+                "observation": spaces.Box(-np.inf, np.inf, shape=obs["observation"].shape, dtype=np.float64),
+                "achieved_goal": goal_space,
+                "desired_goal": goal_space,
+            }
+        )
+        self.action_space = spaces.Box(-1.0, 1.0, shape=(n_actions,), dtype=np.float32)
+
+    @property
+    def dt(self) -> float:
+        return self.model.opt.timestep * self.n_substeps
+
+    # ---- the goal-env API ------------------------------------------------------------------------------------
+    def compute_reward(self, achieved_goal, desired_goal, info):
+        """The step reward, recomputed for any goals; batches over leading dims. `info` is not needed here."""
+        raise NotImplementedError
+
+    def compute_terminated(self, achieved_goal, desired_goal, info):
+        return False  # tasks never end early: episodes end by truncation after a fixed number of steps
+
+    def compute_truncated(self, achieved_goal, desired_goal, info):
+        return False  # the time limit is gymnasium's TimeLimit wrapper, set at registration
+
+    # ---- gymnasium API -------------------------------------------------------------------------------------------
+    def step(self, action):
+        action = self._check_action(action)
+        self._set_action(action)
+        mujoco.mj_step(self.model, self.data, nstep=self.n_substeps)
+        self._step_callback()
+        obs = self._get_obs()
+        info = {"is_success": self._is_success(obs["achieved_goal"], self.goal)}
+        truncated = False
+        if self._warning_counts[_UNSTABLE].any():
+            # MuJoCo has silently reset the state to the model's defaults: this episode is over.
+            self._warning_counts[_UNSTABLE] = 0
+            info["sim_unstable"] = True
+            truncated = True
+            warnings.warn(
+                f"{type(self).__name__}: the simulation went unstable (NaN or huge values) and MuJoCo reset its "
+                "state; the episode is truncated and should be reset",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        reward = float(self.compute_reward(obs["achieved_goal"], self.goal, info))
+        if self.render_mode == "human":
+            self.render()
+        return obs, reward, False, truncated, info
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        mujoco.mj_setState(self.model, self.data, self._initial_state, _FULL_STATE)
+        while not self._reset_sim():  # a task may reject a random initial state and draw again
+            mujoco.mj_setState(self.model, self.data, self._initial_state, _FULL_STATE)
+        self.goal = self._sample_goal()
+        self._show_goal()
+        if self.render_mode == "human":
+            self.render()
+        return self._get_obs(), {}
+
+    def render(self):
+        if self.render_mode is None:
+            gym.logger.warn("render() was called without a render_mode; pass render_mode='rgb_array' or 'human'")
+            return None
+        if self._renderer is None:
+            # gymnasium's own renderer: offscreen through MUJOCO_GL (egl/osmesa when headless), a window for 'human'.
+            from gymnasium.envs.mujoco.mujoco_rendering import MujocoRenderer
+
+            self._renderer = MujocoRenderer(
+                self.model, self.data, self.camera_config, width=self.width, height=self.height
+            )
+        return self._renderer.render(self.render_mode)
+
+    def close(self):
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+
+    def _check_action(self, action) -> np.ndarray:
+        # Refuse bad actions here: past this point MuJoCo would turn a NaN into a silent reset of the whole state.
+        action = np.asarray(action, dtype=np.float64)
+        if action.shape != self.action_space.shape:
+            raise ValueError(f"action has shape {action.shape}, expected {self.action_space.shape}")
+        if not np.isfinite(action).all():
+            raise ValueError(f"action contains NaN or inf: {action}")
+        return np.clip(action, -1.0, 1.0)
+
+    # ---- what a task defines ---------------------------------------------------------------------------------
+    def _setup(self):
+        """Look up model ids, put the robot in its initial pose and let it settle. Runs once, in __init__."""
+        raise NotImplementedError
+
+    def _set_action(self, action: np.ndarray):
+        raise NotImplementedError
+
+    def _step_callback(self):
+        """After the physics substeps of a step: constraints the simulator cannot express."""
+
+    def _reset_sim(self) -> bool:
+        """Randomise the initial state (self.data holds the saved initial state). False asks for another draw."""
+        mujoco.mj_forward(self.model, self.data)
+        return True
+
+    def _sample_goal(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def _show_goal(self):
+        """Move the goal's visual marker; it takes no part in the physics."""
+
+    def _get_obs(self) -> dict:
+        raise NotImplementedError
+
+    def _is_success(self, achieved_goal, desired_goal):
+        raise NotImplementedError
