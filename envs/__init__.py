@@ -25,7 +25,14 @@ for _stem, (_entry_point, _max_steps) in _TASKS.items():
         _id = f"{_stem}{'Dense' if _reward_type == 'dense' else ''}-v0"
         # Registering again (a second import, or after gymnasium_robotics claimed an id) must not warn or fail.
         gym.envs.registry.pop(_id, None)
-        gym.register(_id, entry_point=_entry_point, max_episode_steps=_max_steps, kwargs={"reward_type": _reward_type})
+        # No passive env checker on every make: the tests run gymnasium's full checker on every id instead.
+        gym.register(
+            _id,
+            entry_point=_entry_point,
+            max_episode_steps=_max_steps,
+            kwargs={"reward_type": _reward_type},
+            disable_env_checker=True,
+        )
         ENV_IDS.append(_id)
 ENV_IDS = tuple(ENV_IDS)
 

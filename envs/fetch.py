@@ -37,6 +37,13 @@ def mat2euler(mat: np.ndarray) -> tuple:
     return 0.0, -math.atan2(-m[0][2], cy), -math.atan2(-m[1][0], m[1][1])
 
 
+def _as_slice(indices):
+    """Consecutive indices as a slice: slicing a few numbers out of qpos is several times faster than fancy indexing."""
+    if np.array_equal(indices, np.arange(indices[0], indices[0] + len(indices))):
+        return slice(int(indices[0]), int(indices[0]) + len(indices))
+    return indices
+
+
 class FetchEnv(GoalEnv):
     """A Fetch arm driven through its mocap body: 4-d actions (gripper displacement, finger opening)."""
 
@@ -72,11 +79,11 @@ class FetchEnv(GoalEnv):
     def compute_reward(self, achieved_goal, desired_goal, info):
         d = goal_distance(achieved_goal, desired_goal)
         if self.reward_type == "sparse":
-            return -(d > self.distance_threshold).astype(np.float32)
+            return -np.float32(d > self.distance_threshold)  # float32 0/-1, as the canonical code returns
         return -d
 
     def _is_success(self, achieved_goal, desired_goal):
-        return (goal_distance(achieved_goal, desired_goal) < self.distance_threshold).astype(np.float32)
+        return np.float32(goal_distance(achieved_goal, desired_goal) < self.distance_threshold)
 
     # ---- set-up, once --------------------------------------------------------------------------------------------
     def _setup(self):
@@ -87,8 +94,8 @@ class FetchEnv(GoalEnv):
         self._target_site = name2id(mujoco.mjtObj.mjOBJ_SITE, "target0")
         fingers = ["robot0:r_gripper_finger_joint", "robot0:l_gripper_finger_joint"]  # canonical order: right, left
         finger_joints = [name2id(mujoco.mjtObj.mjOBJ_JOINT, n) for n in fingers]
-        self._finger_qpos = m.jnt_qposadr[finger_joints]
-        self._finger_qvel = m.jnt_dofadr[finger_joints]
+        self._finger_qpos = _as_slice(m.jnt_qposadr[finger_joints])
+        self._finger_qvel = _as_slice(m.jnt_dofadr[finger_joints])
         # Position actuators (PickAndPlace only) take targets relative to the current finger opening.
         self._actuator_qpos = m.jnt_qposadr[m.actuator_trnid[:, 0]]
         if self.has_object:
@@ -97,7 +104,6 @@ class FetchEnv(GoalEnv):
         # Jacobians of the sites we observe, preallocated: rows 0-2 grip translation, 3-5 object translation,
         # 6-8 object rotation. Velocities are Jacobian @ qvel, as the canonical `get_site_xvelp` computes them.
         self._jac = np.zeros((9 if self.has_object else 3, m.nv))
-        self._obs = np.zeros(25 if self.has_object else 10)
 
         for name, value in self.initial_qpos.items():
             joint = name2id(mujoco.mjtObj.mjOBJ_JOINT, name)
@@ -160,30 +166,25 @@ class FetchEnv(GoalEnv):
             mujoco.mj_comPos(self.model, self.data)
 
     def _get_obs(self):
-        m, d, obs, jac = self.model, self.data, self._obs, self._jac
-        dt = self.dt
+        m, d, jac = self.model, self.data, self._jac
         grip_pos = d.site_xpos[self._grip_site]
         mujoco.mj_jacSite(m, d, jac[0:3], None, self._grip_site)
-        obs[0:3] = grip_pos
+        qvel, dt = d.qvel, self.dt
+        fingers_qpos, fingers_qvel = d.qpos[self._finger_qpos], qvel[self._finger_qvel] * dt
         if self.has_object:
-            mujoco.mj_jacSite(m, d, jac[3:6], jac[6:9], self._object_site)
-            vel = jac @ d.qvel * dt
             object_pos = d.site_xpos[self._object_site]
-            obs[3:6] = object_pos
-            obs[6:9] = object_pos - grip_pos
-            obs[9:11] = d.qpos[self._finger_qpos]
-            obs[11:14] = mat2euler(d.site_xmat[self._object_site])
-            obs[14:17] = vel[3:6] - vel[0:3]  # object velocity relative to the gripper
-            obs[17:20] = vel[6:9]
-            obs[20:23] = vel[0:3]
-            obs[23:25] = d.qvel[self._finger_qvel] * dt
+            mujoco.mj_jacSite(m, d, jac[3:6], jac[6:9], self._object_site)
+            vel = jac @ qvel * dt  # per-step displacements: velocities scaled by dt, as the canonical obs
+            grip_velp, object_velp, object_velr = vel[0:3], vel[3:6], vel[6:9]
+            obs = np.concatenate(
+                (grip_pos, object_pos, object_pos - grip_pos, fingers_qpos, mat2euler(d.site_xmat[self._object_site]),
+                 object_velp - grip_velp, object_velr, grip_velp, fingers_qvel)
+            )
             achieved_goal = object_pos.copy()
         else:
-            obs[3:5] = d.qpos[self._finger_qpos]
-            obs[5:8] = jac @ d.qvel * dt
-            obs[8:10] = d.qvel[self._finger_qvel] * dt
+            obs = np.concatenate((grip_pos, fingers_qpos, jac @ qvel * dt, fingers_qvel))
             achieved_goal = grip_pos.copy()
-        return {"observation": obs.copy(), "achieved_goal": achieved_goal, "desired_goal": self.goal.copy()}
+        return {"observation": obs, "achieved_goal": achieved_goal, "desired_goal": self.goal.copy()}
 
 
 class FetchReachEnv(FetchEnv):

@@ -8,6 +8,7 @@ goals, over any leading batch dimensions, so that HER can relabel a whole batch 
 """
 
 import importlib.util
+import math
 import os
 import warnings
 
@@ -41,9 +42,14 @@ def model_path(relative_path: str) -> str:
     return path
 
 
-def goal_distance(goal_a: np.ndarray, goal_b: np.ndarray) -> np.ndarray:
+def goal_distance(goal_a, goal_b):
     """Euclidean distance over the last axis, for single goals and batches alike."""
-    return np.linalg.norm(np.asarray(goal_a) - np.asarray(goal_b), axis=-1)
+    goal_a, goal_b = np.asarray(goal_a), np.asarray(goal_b)
+    if goal_a.shape != goal_b.shape:
+        raise ValueError(f"goals of different shapes: {goal_a.shape} and {goal_b.shape}")
+    if goal_a.ndim == 1:
+        return math.dist(goal_a, goal_b)  # one goal, in every env step: twice as fast as numpy on a few numbers
+    return np.linalg.norm(goal_a - goal_b, axis=-1)
 
 
 class GoalEnv(gym.Env):
@@ -64,6 +70,7 @@ class GoalEnv(gym.Env):
         self.data = mujoco.MjData(self.model)
         self._warning_counts = self.data.warning.number  # a live view of MuJoCo's warning counters
         self.n_substeps = N_SUBSTEPS
+        self.dt = self.model.opt.timestep * self.n_substeps  # seconds per env step (an attribute: read every step)
         self.width, self.height = width, height
         self._renderer = None
 
@@ -84,10 +91,6 @@ class GoalEnv(gym.Env):
             }
         )
         self.action_space = spaces.Box(-1.0, 1.0, shape=(n_actions,), dtype=np.float32)
-
-    @property
-    def dt(self) -> float:
-        return self.model.opt.timestep * self.n_substeps
 
     # ---- the goal-env API ------------------------------------------------------------------------------------
     def compute_reward(self, achieved_goal, desired_goal, info):
@@ -159,9 +162,9 @@ class GoalEnv(gym.Env):
         action = np.asarray(action, dtype=np.float64)
         if action.shape != self.action_space.shape:
             raise ValueError(f"action has shape {action.shape}, expected {self.action_space.shape}")
-        if not np.isfinite(action).all():
+        if not math.isfinite(action.sum()) and not np.isfinite(action).all():  # the sum is the cheap test
             raise ValueError(f"action contains NaN or inf: {action}")
-        return np.clip(action, -1.0, 1.0)
+        return action.clip(-1.0, 1.0)
 
     # ---- what a task defines ---------------------------------------------------------------------------------
     def _setup(self):

@@ -1,0 +1,121 @@
+"""How fast are the environments? Prints, for every id, env steps per second, reset time, and the cost of a full
+env step relative to the raw physics it runs (`mujoco.mj_step` with the same 20 substeps on the same model and
+state), both timed side by side in one loop; then the throughput of gymnasium's AsyncVectorEnv with 2 workers
+against a single env.
+
+    python scripts/bench_envs.py                      # every registered id
+    python scripts/bench_envs.py --ids FetchPush-v0 --steps 2000
+"""
+
+import argparse
+import os
+import sys
+import time
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import envs  # noqa: E402
+
+STATE = mujoco.mjtState.mjSTATE_INTEGRATION
+
+
+def step_vs_physics(env_id: str, n_steps: int, n_resets: int, seed: int = 0):
+    """Times env.step and raw mj_step alternately, each from the very state the env is in at that moment."""
+    env = gym.make(env_id)
+    inner = env.unwrapped
+    model, scratch = inner.model, mujoco.MjData(inner.model)
+    state = np.empty(mujoco.mj_stateSize(model, STATE))
+    rng = np.random.default_rng(seed)
+    actions = rng.uniform(-1, 1, (n_steps, *env.action_space.shape)).astype(np.float32)
+    env.reset(seed=seed)
+    step_times, physics_times = np.empty(n_steps), np.empty(n_steps)
+    for i in range(n_steps):
+        mujoco.mj_getState(model, inner.data, state, STATE)
+        mujoco.mj_setState(model, scratch, state, STATE)
+        t0 = time.perf_counter()
+        mujoco.mj_step(model, scratch, nstep=inner.n_substeps)
+        t1 = time.perf_counter()
+        _, _, terminated, truncated, _ = env.step(actions[i])
+        t2 = time.perf_counter()
+        physics_times[i], step_times[i] = t1 - t0, t2 - t1
+        if terminated or truncated:
+            env.reset()
+    reset_times = np.empty(n_resets)
+    for i in range(n_resets):
+        t0 = time.perf_counter()
+        env.reset()
+        reset_times[i] = time.perf_counter() - t0
+    env.close()
+    # Medians: robust to the other processes of a shared 2-core machine.
+    step, physics = np.median(step_times), np.median(physics_times)
+    return {"steps_per_s": 1 / step, "step_us": step * 1e6, "physics_us": physics * 1e6,
+            "ratio": step / physics, "reset_ms": np.median(reset_times) * 1e3}
+
+
+def vector_throughput(env_id: str, n_envs: int, n_steps: int):
+    """Env steps per second of an AsyncVectorEnv of n_envs workers (n_envs=0: a single env in this process)."""
+    if n_envs == 0:
+        env = gym.make(env_id)
+        env.reset(seed=0)
+        actions = np.random.default_rng(0).uniform(-1, 1, (n_steps, *env.action_space.shape)).astype(np.float32)
+        t0 = time.perf_counter()
+        for a in actions:
+            _, _, terminated, truncated, _ = env.step(a)
+            if terminated or truncated:
+                env.reset()
+        elapsed = time.perf_counter() - t0
+        env.close()
+        return n_steps / elapsed
+    venv = gym.vector.AsyncVectorEnv([lambda: gym.make(env_id)] * n_envs)  # autoreset built in
+    venv.reset(seed=0)
+    actions = np.random.default_rng(0).uniform(-1, 1, (n_steps // n_envs, *venv.action_space.shape))
+    venv.step(actions[0].astype(np.float32))  # the workers' first step includes their warm-up
+    t0 = time.perf_counter()
+    for a in actions:
+        venv.step(a.astype(np.float32))
+    elapsed = time.perf_counter() - t0
+    venv.close()
+    return len(actions) * n_envs / elapsed
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ids", nargs="+", default=list(envs.ENV_IDS), help="environment ids (default: all)")
+    parser.add_argument("--steps", type=int, default=1000, help="timed steps per id")
+    parser.add_argument("--resets", type=int, default=100, help="timed resets per id")
+    parser.add_argument("--vector-ids", nargs="*", default=None,
+                        help="ids for the AsyncVectorEnv comparison (default: FetchPush-v0 and one hand id)")
+    parser.add_argument("--vector-steps", type=int, default=4000, help="env steps per vector measurement")
+    args = parser.parse_args()
+    for env_id in args.ids + (args.vector_ids or []):
+        if env_id not in envs.ENV_IDS:
+            parser.error(f"unknown id {env_id!r}; valid ids: {', '.join(envs.ENV_IDS)}")
+
+    print(f"mujoco {mujoco.__version__}, gymnasium {gym.__version__}, {os.cpu_count()} cpus; medians over "
+          f"{args.steps} steps and {args.resets} resets; ratio = full env step / mj_step(20 substeps), same state\n")
+    header = f"{'id':36s} {'steps/s':>8s} {'step us':>8s} {'physics us':>10s} {'ratio':>6s} {'reset ms':>8s}"
+    print(header + "\n" + "-" * len(header))
+    worst = 0.0
+    for env_id in args.ids:
+        r = step_vs_physics(env_id, args.steps, args.resets)
+        worst = max(worst, r["ratio"])
+        print(f"{env_id:36s} {r['steps_per_s']:8.0f} {r['step_us']:8.1f} {r['physics_us']:10.1f} "
+              f"{r['ratio']:6.3f} {r['reset_ms']:8.3f}", flush=True)
+    print(f"\nworst ratio: {worst:.3f}")
+
+    vector_ids = args.vector_ids
+    if vector_ids is None:
+        vector_ids = ["FetchPush-v0"] + [i for i in ("HandManipulateBlockFull-v0",) if i in envs.ENV_IDS]
+    if vector_ids:
+        print(f"\n{'id':36s} {'1 env steps/s':>14s} {'2 workers steps/s':>18s} {'speed-up':>9s}")
+        for env_id in vector_ids:
+            single = vector_throughput(env_id, 0, args.vector_steps)
+            double = vector_throughput(env_id, 2, args.vector_steps)
+            print(f"{env_id:36s} {single:14.0f} {double:18.0f} {double / single:9.2f}x", flush=True)
+
+
+if __name__ == "__main__":
+    main()
