@@ -47,8 +47,7 @@ def goal_distance(goal_a, goal_b):
     goal_a, goal_b = np.asarray(goal_a), np.asarray(goal_b)
     if goal_a.shape != goal_b.shape:
         raise ValueError(f"goals of different shapes: {goal_a.shape} and {goal_b.shape}")
-    if goal_a.ndim == 1:
-        return math.dist(goal_a, goal_b)  # one goal, in every env step: twice as fast as numpy on a few numbers
+    # One formula for one goal and for batches, so that batched rewards equal step rewards to the last bit.
     return np.linalg.norm(goal_a - goal_b, axis=-1)
 
 
