@@ -17,6 +17,15 @@ _TASKS = {
     "FetchPush": ("envs.fetch:FetchPushEnv", 50),
     "FetchSlide": ("envs.fetch:FetchSlideEnv", 50),
     "FetchPickAndPlace": ("envs.fetch:FetchPickAndPlaceEnv", 50),
+    "HandReach": ("envs.hand:HandReachEnv", 50),
+    "HandManipulateBlockRotateZ": ("envs.hand:HandManipulateBlockRotateZEnv", 100),
+    "HandManipulateBlockRotateParallel": ("envs.hand:HandManipulateBlockRotateParallelEnv", 100),
+    "HandManipulateBlockRotateXYZ": ("envs.hand:HandManipulateBlockRotateXYZEnv", 100),
+    "HandManipulateBlockFull": ("envs.hand:HandManipulateBlockFullEnv", 100),
+    "HandManipulateEggRotate": ("envs.hand:HandManipulateEggRotateEnv", 100),
+    "HandManipulateEggFull": ("envs.hand:HandManipulateEggFullEnv", 100),
+    "HandManipulatePenRotate": ("envs.hand:HandManipulatePenRotateEnv", 100),
+    "HandManipulatePenFull": ("envs.hand:HandManipulatePenFullEnv", 100),
 }
 
 ENV_IDS = []

@@ -74,8 +74,11 @@ class GoalEnv(gym.Env):
         self._renderer = None
 
         self._setup()  # task-specific: look up ids, set the initial pose, warm up
-        # Everything the integrator needs (including mocap poses and the solver's warm start) is saved once, so
-        # that every reset starts from exactly the same state and a seed reproduces an episode bit for bit.
+        # Everything the integrator needs (mocap poses, controls, the solver's warm start, ...) is saved once, so
+        # that every reset starts from exactly the same state and a seed reproduces an episode bit for bit. The
+        # warm start is saved as zero, as the canonical reset (mj_resetData) leaves it: FetchSlide's contact solve
+        # does not fully converge, and a different warm start shows in its trajectories.
+        self.data.qacc_warmstart[:] = 0.0
         self._initial_state = np.empty(mujoco.mj_stateSize(self.model, _FULL_STATE))
         mujoco.mj_getState(self.model, self.data, self._initial_state, _FULL_STATE)
 
