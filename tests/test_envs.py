@@ -11,6 +11,7 @@ import pytest  # noqa: E402
 from gymnasium.utils.env_checker import check_env  # noqa: E402
 
 import envs  # noqa: E402
+from conftest import requires_gl  # noqa: E402
 
 FETCH_IDS = [i for i in envs.ENV_IDS if i.startswith("Fetch")]
 EPISODE_LENGTHS = {"Fetch": 50, "HandReach": 50, "HandManipulate": 100}
@@ -144,18 +145,7 @@ def test_flattening_with_gymnasium_wrappers():
     assert isinstance(obs, np.ndarray) and obs.shape == (13,)
 
 
-def _gl_available():
-    try:
-        env = gym.make("FetchReach-v0", render_mode="rgb_array", width=32, height=24)
-        env.reset(seed=0)
-        env.render()
-        env.close()
-        return True
-    except Exception:  # no EGL/OSMesa on this machine
-        return False
-
-
-@pytest.mark.skipif(not _gl_available(), reason="no OpenGL for headless rendering (MUJOCO_GL)")
+@requires_gl
 @pytest.mark.parametrize("env_id", envs.ENV_IDS[::2])
 def test_render_rgb_array(env_id):
     env = gym.make(env_id, render_mode="rgb_array", width=64, height=48)

@@ -16,6 +16,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import envs  # noqa: E402
+from conftest import requires_gl  # noqa: E402
 from envs import hand  # noqa: E402
 
 HAND_IDS = [i for i in envs.ENV_IDS if i.startswith("Hand")]
@@ -331,18 +332,7 @@ def test_observation_layout():
 
 
 # ---- rendering ------------------------------------------------------------------------------------------------------
-def _gl_available():
-    try:
-        env = gym.make("HandReach-v0", render_mode="rgb_array", width=32, height=24)
-        env.reset(seed=0)
-        env.render()
-        env.close()
-        return True
-    except Exception:  # no EGL/OSMesa on this machine
-        return False
-
-
-@pytest.mark.skipif(not _gl_available(), reason="no OpenGL for headless rendering (MUJOCO_GL)")
+@requires_gl
 @pytest.mark.parametrize("env_id", HAND_IDS)
 def test_render_draws_the_target_at_the_goal(env_id):
     env = gym.make(env_id, render_mode="rgb_array", width=64, height=48)
