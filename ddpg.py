@@ -1,0 +1,548 @@
+# DDPG with sparse rewards, no HER: configuration 3 of Plappert et al. 2018 (section 1.4, hyperparameters in Appendix B).
+# Where the paper is silent this follows OpenAI Baselines' `baselines/her` (the paper's code); such lines say "Baselines".
+#   python ddpg.py --env-id FetchPickAndPlace-v0 --seed 3       train (defaults sized for a 2-core laptop)
+#   python ddpg.py --paper-budget                                 the paper's budget per epoch (docs/training.md)
+#   python ddpg.py --resume runs/RUN_NAME                         continue an interrupted run
+#   python ddpg.py --eval-checkpoint runs/RUN_NAME/model.pt --eval-episodes 100 --capture-video
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering for --capture-video; read when mujoco first renders
+# Idle OpenMP threads sleep instead of spinning: on a busy 2-core machine spinning threads slowed updates 10-20x.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import csv
+import ctypes
+import json
+import random
+import signal
+import socket
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import tyro
+
+import envs  # noqa: F401  registers FetchReach-v0, FetchPush-v0, ... and their ...Dense-v0 twins
+
+DENSE = False  # this file's configuration: sparse rewards (the ...Dense-v0 ids belong to the *_dense.py scripts)
+USE_HER = False  # this file's configuration: plain DDPG, no hindsight relabelling
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment (part of the run name)"""
+    seed: int = 1
+    """seed of the networks, exploration, replay sampling and environments"""
+    env_id: str = "FetchPush-v0"
+    """the environment id (one of envs.ENV_IDS)"""
+    n_epochs: int = 50
+    """epochs to train (paper: 50 for Fetch); an epoch is n_cycles cycles followed by the test rollouts"""
+    n_envs: int = 16
+    """rollouts in parallel per cycle, one process each (paper: 19 MPI workers x 2 rollouts = 38)"""
+    n_cycles: int = 50
+    """cycles per epoch; a cycle = n_envs episodes, then n_batches updates, then a target-network update"""
+    n_batches: int = 40
+    """updates (gradient steps) per cycle (paper: 40)"""
+    batch_size: int = 1024
+    """transitions per update, i.e. the effective batch (paper: 256 per worker, gradients averaged over 19 workers)"""
+    paper_budget: bool = False
+    """the paper's budget per epoch: sets n_envs=38 and batch_size=19*256=4864 (1900 episodes, 2000 updates)"""
+    n_test_rollouts: int = 10
+    """test rounds per epoch, each n_envs deterministic episodes (paper: 10 per worker, 2 episodes each)"""
+    buffer_size: int = 1_000_000
+    """replay capacity in transitions, stored as whole episodes (paper: 1e6)"""
+    actor_lr: float = 1e-3
+    """Adam learning rate of the actor (paper: 1e-3)"""
+    critic_lr: float = 1e-3
+    """Adam learning rate of the critic (paper: 1e-3)"""
+    polyak: float = 0.95
+    """target <- polyak * target + (1 - polyak) * main, once per cycle (paper: 0.95)"""
+    action_l2: float = 1.0
+    """coefficient of the L2 penalty on the actor's actions (paper: 1.0)"""
+    hidden: int = 256
+    """units per hidden layer of actor and critic (paper: 256)"""
+    n_layers: int = 3
+    """hidden layers of actor and critic (paper: 3)"""
+    random_eps: float = 0.3
+    """probability of a uniformly random action while collecting (paper: 0.3)"""
+    noise_eps: float = 0.2
+    """std of the Gaussian action noise, as a fraction of the action range (paper: 0.2)"""
+    clip_obs: float = 200.0
+    """observations and goals are clipped to [-clip_obs, clip_obs] before normalising (paper: 200)"""
+    norm_clip: float = 5.0
+    """normalised inputs are clipped to [-norm_clip, norm_clip] (paper: 5)"""
+    norm_eps: float = 0.01
+    """lower bound of the normaliser's std (Baselines: 0.01)"""
+    gamma: Optional[float] = None
+    """discount; None means 1 - 1/T with T the episode length (Baselines: 0.98 for 50 steps)"""
+    clip_return: bool = True
+    """clip the critic's targets to [-1/(1-gamma), 0], the range of possible returns (Baselines)"""
+    torch_threads: int = 0
+    """torch intra-op threads; 0 uses one per available core"""
+    bf16_matmul: bool = False
+    """let oneDNN run the fp32 matmuls in bfloat16 (CPUs with AMX or AVX512-BF16): ~1.7x faster updates, lower precision"""
+    track: bool = False
+    """log to Weights & Biases (offline when there is no network)"""
+    wandb_project_name: str = "multi-goal-rl"
+    """the W&B project"""
+    wandb_entity: Optional[str] = None
+    """the W&B entity (team or user)"""
+    wandb_group: Optional[str] = None
+    """the W&B group, e.g. to put the seeds of one configuration together"""
+    wandb_tags: tuple[str, ...] = ()
+    """W&B tags"""
+    capture_video: bool = False
+    """record one deterministic test episode per epoch (or every evaluation episode) to videos/RUN_NAME/"""
+    save_model: bool = False
+    """write runs/RUN_NAME/model.pt every epoch: actor, normaliser statistics and config, for --eval-checkpoint"""
+    checkpoint: bool = True
+    """write runs/RUN_NAME/checkpoint.pt every epoch (everything needed to resume, replay buffer included)"""
+    resume: Optional[str] = None
+    """a run directory (runs/RUN_NAME) to continue from its last checkpoint, with its saved config"""
+    eval_checkpoint: Optional[str] = None
+    """evaluate this model.pt or checkpoint.pt instead of training"""
+    eval_episodes: int = 100
+    """episodes for --eval-checkpoint"""
+
+
+def make_env(env_id, render_mode=None):
+    def thunk():
+        return gym.make(env_id, render_mode=render_mode)
+
+    return thunk
+
+
+def mlp(in_dim, out_dim, hidden, n_layers):
+    layers, d = [], in_dim
+    for _ in range(n_layers):
+        layers += [nn.Linear(d, hidden), nn.ReLU(inplace=True)]  # in place: one allocation less per layer
+        d = hidden
+    layers.append(nn.Linear(d, out_dim))
+    for layer in layers[::2]:  # Baselines (TF dense layers): Glorot-uniform weights, zero biases
+        nn.init.xavier_uniform_(layer.weight)
+        nn.init.zeros_(layer.bias)
+    return nn.Sequential(*layers)
+
+
+class Actor(nn.Module):
+    def __init__(self, in_dim, act_dim, hidden, n_layers, max_u):
+        super().__init__()
+        self.net, self.max_u = mlp(in_dim, act_dim, hidden, n_layers), max_u
+
+    def forward(self, x):
+        return self.max_u * torch.tanh(self.net(x))
+
+
+class Critic(nn.Module):
+    def __init__(self, in_dim, act_dim, hidden, n_layers, max_u):
+        super().__init__()
+        self.net, self.max_u = mlp(in_dim + act_dim, 1, hidden, n_layers), max_u
+
+    def forward(self, x, u, frozen=False):
+        h = torch.cat([x, u / self.max_u], 1)  # Baselines feeds actions scaled to [-1, 1]
+        if not frozen:
+            return self.net(h)
+        # The actor's loss needs dQ/du but must not train the critic: same weights, no gradient into them.
+        for layer in self.net:
+            h = F.linear(h, layer.weight.detach(), layer.bias.detach()) if isinstance(layer, nn.Linear) else layer(h)
+        return h
+
+
+class Normalizer:
+    """Running mean/std of observations and goals (Baselines' normalizer.py), one per input element.
+
+    Observations and goals get separate statistics in Baselines; as normalisation is elementwise, one normaliser over
+    the concatenated [observation, goal] vector is the same thing and costs one tensor op per batch.
+    """
+
+    def __init__(self, size, eps, clip_obs, norm_clip):
+        self.eps, self.clip_obs, self.norm_clip = eps, clip_obs, norm_clip
+        self.sum, self.sumsq, self.count = np.zeros(size), np.zeros(size), 0
+        self.mean, self.std = torch.zeros(size), torch.ones(size)
+
+    def update(self, x):
+        x = np.clip(x, -self.clip_obs, self.clip_obs).astype(np.float64)
+        self.sum += x.sum(0)
+        self.sumsq += np.square(x).sum(0)
+        self.count += len(x)
+        mean = self.sum / self.count
+        self.mean[:] = torch.from_numpy(mean)
+        self.std[:] = torch.from_numpy(np.sqrt(np.maximum(self.eps**2, self.sumsq / self.count - np.square(mean))))
+
+    def __call__(self, x):
+        x = (x.clamp(-self.clip_obs, self.clip_obs) - self.mean) / self.std
+        return x.clamp_(-self.norm_clip, self.norm_clip)
+
+    def state_dict(self):
+        return dict(sum=self.sum, sumsq=self.sumsq, count=self.count, mean=self.mean, std=self.std)
+
+    def load_state_dict(self, s):
+        self.sum, self.sumsq, self.count = s["sum"], s["sumsq"], s["count"]
+        self.mean[:], self.std[:] = s["mean"], s["std"]
+
+
+def sample_transitions(ep, n, her_future_p, rng):
+    """n transitions from the episodes `ep` (o, ag: T+1 rows; g, u: T rows), with HER 'future' relabelling.
+
+    Returns x = [o, g'] and x2 = [o', g'] side by side in one (2, n, dim_o + dim_g) array, actions and next
+    achieved goals (for the reward). All in numpy, no loop over samples (Baselines' her_sampler.py).
+    """
+    n_eps, T = ep["u"].shape[:2]
+    e, t = rng.integers(0, n_eps, n), rng.integers(0, T, n)
+    # With probability her_future_p the goal becomes an achieved goal of a later step of the same episode,
+    # t' uniform in {t+1, ..., T}; ag has T+1 rows, so t' = T is the final state (Baselines' 'future' strategy).
+    future_t = t + 1 + (rng.random(n) * (T - t)).astype(np.int64)
+    relabel = rng.random(n) < her_future_p
+    dim_o = ep["o"].shape[-1]
+    x = np.empty((2, n, dim_o + ep["g"].shape[-1]), np.float32)
+    x[0, :, :dim_o], x[1, :, :dim_o] = ep["o"][e, t], ep["o"][e, t + 1]
+    x[0, :, dim_o:] = np.where(relabel[:, None], ep["ag"][e, future_t], ep["g"][e, t])
+    x[1, :, dim_o:] = x[0, :, dim_o:]
+    return x, ep["u"][e, t], ep["ag"][e, t + 1]
+
+
+class EpisodeReplay:
+    """Whole episodes in preallocated arrays (Baselines' replay_buffer.py)."""
+
+    def __init__(self, size_in_transitions, T, dims, rng):
+        self.size, self.n, self.rng = size_in_transitions // T, 0, rng
+        rows = dict(o=T + 1, ag=T + 1, g=T, u=T)  # o and ag keep the final observation of the episode
+        self.ep = {k: np.empty((self.size, rows[k], dims[k]), np.float32) for k in rows}
+
+    def store(self, batch):
+        k = len(batch["u"])
+        # Baselines: fill in order, then overwrite random episodes once full.
+        idx = np.arange(self.n, self.n + k)
+        if self.n + k > self.size:
+            free = np.arange(self.n, self.size)
+            idx = np.concatenate([free, self.rng.integers(0, self.n, k - len(free))])
+        for key, arr in self.ep.items():
+            arr[idx] = batch[key]
+        self.n = min(self.size, self.n + k)
+
+    def sample(self, n, her_future_p):
+        return sample_transitions({k: v[: self.n] for k, v in self.ep.items()}, n, her_future_p, self.rng)
+
+
+def update(nets, optimizer, norm, x, u, r, gamma, clip_return, action_l2):
+    """One gradient step of actor and critic on a batch: x = [[o, g], [o', g]] (2, B, dim), u (B, dim_u), r (B, 1).
+
+    Both gradients come from the same parameters and one Adam step applies them, as in Baselines (whose two
+    gradients were computed in one session run, then applied). Returns [actor loss, critic loss, mean Q].
+    """
+    actor, critic, actor_target, critic_target = nets
+    x = norm(x)
+    with torch.no_grad():
+        q_next = critic_target(x[1], actor_target(x[1]))
+        target = (r + gamma * q_next).clamp_(-clip_return, 0.0)  # Baselines: clip_return and clip_pos_returns
+    q = critic(x[0], u)
+    critic_loss = F.mse_loss(q, target)
+    pi = actor(x[0])
+    actor_loss = -critic(x[0], pi, frozen=True).mean() + action_l2 * (pi / actor.max_u).square().mean()
+    optimizer.zero_grad(set_to_none=True)
+    (critic_loss + actor_loss).backward()
+    optimizer.step()
+    return torch.stack([actor_loss.detach(), critic_loss.detach(), q.detach().mean()])
+
+
+def fail(message):
+    sys.exit(f"{os.path.basename(__file__)}: error: {message}")
+
+
+def check_args(args):
+    if args.env_id not in gym.registry:
+        fail(f"unknown environment id {args.env_id!r}; valid ids are: {', '.join(envs.ENV_IDS)}")
+    if args.env_id in envs.ENV_IDS and ("Dense" in args.env_id) != DENSE:
+        fail(f"{args.env_id} has {'dense' if 'Dense' in args.env_id else 'sparse'} rewards but this script is the "
+             f"{'dense' if DENSE else 'sparse'}-reward configuration; use ddpg{'_her' if USE_HER else ''}"
+             f"{'' if DENSE else '_dense'}.py for it")
+    rules = [("must be positive", lambda v: v > 0, ["n_epochs", "n_envs", "n_cycles", "n_batches", "batch_size",
+              "buffer_size", "hidden", "n_layers", "eval_episodes", "actor_lr", "critic_lr", "clip_obs", "norm_clip",
+              "norm_eps"]),
+             ("must be >= 0", lambda v: v >= 0, ["n_test_rollouts", "noise_eps", "action_l2", "torch_threads"]),
+             ("must be in [0, 1]", lambda v: 0 <= v <= 1, ["random_eps", "polyak"]),
+             ("must be in [0, 1)", lambda v: v is None or 0 <= v < 1, ["gamma"])]
+    for message, ok, names in rules:
+        for name in names:
+            if not ok(getattr(args, name)):
+                fail(f"--{name.replace('_', '-')} {message}, got {getattr(args, name)}")
+
+
+def check_goal_env(env, env_id):
+    keys = {"observation", "achieved_goal", "desired_goal"}
+    if not (isinstance(env.observation_space, gym.spaces.Dict) and keys <= set(env.observation_space.spaces)
+            and hasattr(env.unwrapped, "compute_reward")):
+        fail(f"{env_id} is not a goal environment (Dict observations {sorted(keys)} and compute_reward are needed); "
+             f"valid ids are: {', '.join(envs.ENV_IDS)}")
+    if env.spec.max_episode_steps is None:
+        fail(f"{env_id} has no time limit; episodes of a fixed length T are needed")
+    if not np.allclose(env.action_space.high, -env.action_space.low) or np.ptp(env.action_space.high) > 0:
+        fail(f"{env_id}: actions must lie in a symmetric box [-max_u, max_u]")
+
+
+def atomic_save(obj, path):
+    torch.save(obj, path + ".tmp")
+    os.replace(path + ".tmp", path)  # a kill mid-write leaves the previous file intact
+
+
+def save_video(frames, path):
+    import imageio
+
+    try:
+        imageio.mimsave(path + ".mp4", frames, fps=25)  # needs imageio-ffmpeg
+    except Exception:
+        imageio.mimsave(path + ".gif", frames, duration=40)  # Pillow is always there
+
+
+def test_episode(env, actor, norm, seed, video_path=None):
+    """One deterministic episode on a single env (evaluation, videos); returns success at the last step."""
+    obs, _ = env.reset(seed=seed)
+    frames = [env.render()] if video_path else []
+    for _ in range(env.spec.max_episode_steps):
+        x = np.concatenate([obs["observation"], obs["desired_goal"]]).astype(np.float32)[None]
+        with torch.no_grad():
+            obs, _, _, _, info = env.step(actor(norm(torch.from_numpy(x)))[0].numpy())
+        frames += [env.render()] if video_path else []
+    if video_path:
+        os.makedirs(os.path.dirname(video_path), exist_ok=True)
+        save_video(frames, video_path)
+    return float(info["is_success"])
+
+
+def evaluate(args):
+    """Load a model.pt or checkpoint.pt with nothing of the training set-up and report its test success."""
+    ckpt = torch.load(args.eval_checkpoint, weights_only=False)
+    cfg, dims = ckpt["args"], ckpt["dims"]
+    env = make_env(cfg["env_id"], "rgb_array" if args.capture_video else None)()
+    actor = Actor(dims["x"], dims["u"], cfg["hidden"], cfg["n_layers"], ckpt["max_u"])
+    actor.load_state_dict(ckpt["actor"])
+    norm = Normalizer(dims["x"], cfg["norm_eps"], cfg["clip_obs"], cfg["norm_clip"])
+    norm.load_state_dict(ckpt["normalizer"])
+    video_dir = f"videos/eval__{os.path.basename(os.path.dirname(os.path.abspath(args.eval_checkpoint)))}"
+    successes = [test_episode(env, actor, norm, args.seed * 100_000 + i,
+                              f"{video_dir}/episode{i:03d}" if args.capture_video else None)
+                 for i in range(args.eval_episodes)]
+    print(f"{cfg['env_id']}: test success {np.mean(successes):.3f} over {args.eval_episodes} deterministic episodes "
+          f"({args.eval_checkpoint}, trained {ckpt['epoch']} epochs)")
+    return float(np.mean(successes))
+
+
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    if args.eval_checkpoint:
+        if args.eval_episodes <= 0 or not os.path.isfile(args.eval_checkpoint):
+            fail(f"--eval-checkpoint needs an existing file and --eval-episodes > 0 ({args.eval_checkpoint!r})")
+        evaluate(args)
+        sys.exit(0)
+    ckpt = None
+    if args.resume:
+        path = os.path.join(args.resume, "checkpoint.pt")
+        if not os.path.isfile(path):
+            fail(f"--resume {args.resume}: no checkpoint.pt there (was the run started with --no-checkpoint?)")
+        ckpt = torch.load(path, weights_only=False)
+        saved = ckpt["args"]
+        if any(a.startswith("--n-epochs") for a in sys.argv):
+            saved["n_epochs"] = args.n_epochs  # the one option a resumed run may change: extend (or cut) it
+        args = Args(**{**saved, "resume": args.resume, "track": args.track})
+    if args.paper_budget:
+        args.n_envs, args.batch_size = 38, 19 * 256
+    check_args(args)
+    # One env in this process gives the spaces, T and compute_reward, called once per batch of relabelled goals.
+    env = gym.make(args.env_id)
+    check_goal_env(env, args.env_id)
+    compute_reward = env.unwrapped.compute_reward
+    T = env.spec.max_episode_steps
+    gamma = 1.0 - 1.0 / T if args.gamma is None else args.gamma  # Baselines: gamma = 1 - 1/T
+    clip_return = 1.0 / (1.0 - gamma) if args.clip_return else np.inf  # Baselines: |return| <= sum of gamma^t
+    her_future_p = 0.0  # no HER: every replayed transition keeps its own episode's goal
+    max_u = float(env.action_space.high[0])
+    dims = dict(o=env.observation_space["observation"].shape[0], g=env.observation_space["desired_goal"].shape[0],
+                u=env.action_space.shape[0])
+    dims["ag"], dims["x"] = dims["g"], dims["o"] + dims["g"]
+    if args.buffer_size < args.n_envs * T:
+        fail(f"--buffer-size {args.buffer_size} cannot hold one cycle of {args.n_envs} episodes of {T} steps")
+    run_name = ckpt["run_name"] if ckpt else f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_dir = f"runs/{run_name}"
+    os.makedirs(run_dir, exist_ok=True)
+    log_file = open(f"{run_dir}/log.txt", "a")
+
+    def log(message):
+        print(message, flush=True)
+        print(message, file=log_file, flush=True)
+
+    # TRY NOT TO MODIFY: seeding and threads (same seed and thread count -> the same run on a CPU)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    torch.set_num_threads(args.torch_threads or len(os.sched_getaffinity(0)))
+    torch.set_float32_matmul_precision("medium" if args.bf16_matmul else "highest")
+    try:  # glibc would give freed tensors back to the OS and page-fault them in again at every update (~10% of one)
+        ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 25), ctypes.CDLL("libc.so.6").mallopt(-1, 1 << 30)  # mmap, trim
+    except OSError:
+        pass  # not glibc
+
+    config = dict(asdict(args), run_name=run_name, T=T, gamma=gamma, clip_return_value=clip_return,
+                  her_future_p=her_future_p, dims=dims, torch=torch.__version__, threads=torch.get_num_threads())
+    with open(f"{run_dir}/config.json", "w") as f:
+        json.dump(config, f, indent=2)
+    if args.track:
+        import wandb
+
+        if "WANDB_MODE" not in os.environ:  # never block: offline without a network or an API key (`wandb sync` later)
+            try:
+                socket.create_connection(("api.wandb.ai", 443), timeout=3).close()
+                os.environ["WANDB_MODE"] = "online" if wandb.api.api_key else "offline"
+            except OSError:
+                os.environ["WANDB_MODE"] = "offline"
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, group=args.wandb_group,
+                   tags=list(args.wandb_tags), name=run_name, id=run_name.replace("/", "_"), resume="allow",
+                   config=config, save_code=True)
+
+    # Fork the env workers before any torch computation has started OpenMP threads (forking after is unsafe).
+    vec = gym.vector.AsyncVectorEnv([make_env(args.env_id) for _ in range(args.n_envs)])
+    video_env = make_env(args.env_id, "rgb_array")() if args.capture_video else None
+
+    # ALGO LOGIC: networks, one Adam for both (two parameter groups), target networks
+    actor = Actor(dims["x"], dims["u"], args.hidden, args.n_layers, max_u)
+    critic = Critic(dims["x"], dims["u"], args.hidden, args.n_layers, max_u)
+    actor_target = Actor(dims["x"], dims["u"], args.hidden, args.n_layers, max_u)
+    critic_target = Critic(dims["x"], dims["u"], args.hidden, args.n_layers, max_u)
+    actor_target.load_state_dict(actor.state_dict())
+    critic_target.load_state_dict(critic.state_dict())
+    nets = (actor, critic, actor_target, critic_target)
+    main_params = list(actor.parameters()) + list(critic.parameters())
+    target_params = list(actor_target.parameters()) + list(critic_target.parameters())
+    optimizer = torch.optim.Adam([dict(params=actor.parameters(), lr=args.actor_lr),
+                                  dict(params=critic.parameters(), lr=args.critic_lr)], fused=True)
+    norm = Normalizer(dims["x"], args.norm_eps, args.clip_obs, args.norm_clip)
+    replay = EpisodeReplay(args.buffer_size, T, dims, rng)
+    ep = {k: np.empty((args.n_envs, T + (k in ("o", "ag")), dims[k]), np.float32) for k in ("o", "ag", "g", "u")}
+
+    def rollout(explore):
+        """n_envs episodes of T steps: success flags at the last step (the paper's metric), episodes to keep."""
+        obs, _ = vec.reset()
+        keep = np.ones(args.n_envs, bool)
+        for t in range(T):
+            ep["o"][:, t], ep["ag"][:, t], ep["g"][:, t] = obs["observation"], obs["achieved_goal"], obs["desired_goal"]
+            with torch.no_grad():
+                u = actor(norm(torch.from_numpy(np.concatenate([ep["o"][:, t], ep["g"][:, t]], 1)))).numpy()
+            if explore:  # Baselines: Gaussian noise, clip, then with probability random_eps a uniform random action
+                u = np.clip(u + args.noise_eps * max_u * rng.standard_normal(u.shape, np.float32), -max_u, max_u)
+                u = np.where(rng.random((len(u), 1)) < args.random_eps, rng.uniform(-max_u, max_u, u.shape), u)
+            ep["u"][:, t] = u
+            obs, _, terminated, truncated, info = vec.step(u)
+            # An episode that ends before T (the env reports an unstable simulation) is not stored.
+            keep &= ~(terminated | truncated) if t < T - 1 else truncated & ~terminated
+        ep["o"][:, T], ep["ag"][:, T] = obs["observation"], obs["achieved_goal"]
+        return np.asarray(info["is_success"], np.float64), keep
+
+    start_epoch, global_step, episodes, n_updates, elapsed_before = 0, 0, 0, 0, 0.0
+    if ckpt:  # restore everything the next epoch depends on
+        actor.load_state_dict(ckpt["actor"]), critic.load_state_dict(ckpt["critic"])
+        actor_target.load_state_dict(ckpt["actor_target"]), critic_target.load_state_dict(ckpt["critic_target"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        norm.load_state_dict(ckpt["normalizer"])
+        replay.n = ckpt["replay_n"]
+        for k, v in ckpt["replay"].items():
+            replay.ep[k][: replay.n] = v
+        rng.bit_generator.state = ckpt["np_rng"]
+        random.setstate(ckpt["py_rng"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        start_epoch, global_step, episodes, n_updates = ckpt["epoch"], ckpt["step"], ckpt["episodes"], ckpt["updates"]
+        elapsed_before = ckpt["elapsed"]
+        with open(f"{run_dir}/metrics.csv") as f:  # rows of epochs after the checkpoint are redone, so drop them
+            rows = [row for row in csv.DictReader(f) if int(row["epoch"]) <= ckpt["epoch"]]
+        with open(f"{run_dir}/metrics.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(ckpt["metric_names"]))
+            writer.writeheader()
+            writer.writerows(rows)
+        log(f"resumed {run_dir} after epoch {ckpt['epoch']} ({global_step:,} env steps, {episodes:,} episodes); "
+            f"epochs {start_epoch + 1}..{args.n_epochs} to go")
+    else:
+        log(f"run {run_dir}: {args.env_id}, {args.n_envs} envs x {args.n_cycles} cycles = "
+            f"{args.n_envs * args.n_cycles} episodes and {args.n_cycles * args.n_batches} updates of batch "
+            f"{args.batch_size} per epoch; T={T}, gamma={gamma:.4f}, her_future_p={her_future_p}")
+
+    start_time = time.time()
+    completed = start_epoch  # epochs whose checkpoint is on disk
+    # `kill` (SIGTERM) stops a run like Ctrl-C does; SIGINT is restored for runs started in the background with `&`.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        for epoch in range(start_epoch, args.n_epochs):
+            # Seeding the envs at every epoch start makes an epoch reproducible from its checkpoint alone.
+            vec.reset(seed=args.seed * 100_000 + epoch * args.n_envs)
+            epoch_start, train_success, stats = time.time(), [], torch.zeros(3)
+            for cycle in range(args.n_cycles):
+                success, keep = rollout(explore=True)
+                train_success.append(success)
+                global_step += args.n_envs * T
+                episodes += args.n_envs
+                new = ep if keep.all() else {k: v[keep] for k, v in ep.items()}
+                replay.store(new)
+                # Baselines: the normaliser sees the new episodes as the learner will (here: no relabelling).
+                x, _, _ = sample_transitions(new, len(new["u"]) * T, her_future_p, rng)
+                norm.update(x[0])
+                for _ in range(args.n_batches):
+                    x, u, ag_next = replay.sample(args.batch_size, her_future_p)
+                    r = compute_reward(ag_next, x[0, :, dims["o"] :], {}).astype(np.float32)  # one batched call
+                    stats += update(nets, optimizer, norm, torch.from_numpy(x), torch.from_numpy(u), torch.from_numpy(r)[:, None],
+                                    gamma, clip_return, args.action_l2)
+                n_updates += args.n_batches
+                with torch.no_grad():  # Baselines: target networks move once per cycle, after its n_batches updates
+                    torch._foreach_lerp_(target_params, main_params, 1.0 - args.polyak)
+            train_time = time.time() - epoch_start
+            test_success = [rollout(explore=False)[0] for _ in range(args.n_test_rollouts)]
+            if video_env is not None:
+                test_episode(video_env, actor, norm, epoch, f"videos/{run_name}/epoch{epoch + 1:03d}")
+            a_loss, c_loss, mean_q = (stats / (args.n_cycles * args.n_batches)).tolist()
+            elapsed = elapsed_before + time.time() - start_time
+            metrics = dict(epoch=epoch + 1, env_steps=global_step, episodes=episodes, updates=n_updates,
+                           test_success=float(np.mean(test_success)) if test_success else float("nan"),
+                           train_success=float(np.mean(train_success)), mean_q=mean_q, actor_loss=a_loss,
+                           critic_loss=c_loss, sps=args.n_cycles * args.n_envs * T / train_time, elapsed_s=elapsed)
+            log(f"epoch {epoch + 1}/{args.n_epochs} | steps {global_step:,} | episodes {episodes:,} | test success "
+                f"{metrics['test_success']:.3f} | train success {metrics['train_success']:.3f} | Q {mean_q:.2f} | "
+                f"actor loss {a_loss:.3f} | critic loss {c_loss:.4f} | {metrics['sps']:.0f} steps/s | "
+                f"{elapsed / 60:.1f} min")
+            new_file = not os.path.exists(f"{run_dir}/metrics.csv")
+            with open(f"{run_dir}/metrics.csv", "a", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(metrics))
+                if new_file:
+                    writer.writeheader()
+                writer.writerow(metrics)
+            if args.track:
+                wandb.log(metrics, step=global_step)
+            model = dict(args=asdict(args), epoch=epoch + 1, dims=dims, max_u=max_u, actor=actor.state_dict(),
+                         normalizer=norm.state_dict())
+            if args.save_model:
+                atomic_save(model, f"{run_dir}/model.pt")
+            if args.checkpoint:
+                atomic_save(dict(model, run_name=run_name, critic=critic.state_dict(),
+                                 actor_target=actor_target.state_dict(), critic_target=critic_target.state_dict(),
+                                 optimizer=optimizer.state_dict(), replay_n=replay.n,
+                                 replay={k: v[: replay.n] for k, v in replay.ep.items()},
+                                 np_rng=rng.bit_generator.state, py_rng=random.getstate(),
+                                 torch_rng=torch.get_rng_state(), step=global_step, episodes=episodes,
+                                 updates=n_updates, elapsed=elapsed, metric_names=list(metrics)),
+                            f"{run_dir}/checkpoint.pt")
+            completed = epoch + 1
+    except (KeyboardInterrupt, EOFError, BrokenPipeError, ConnectionResetError) as error:
+        what = "interrupted" if isinstance(error, KeyboardInterrupt) else f"an env worker died ({type(error).__name__})"
+        log(f"{what} after {completed} completed epochs; continue from there with: "
+            f"python {os.path.basename(__file__)} --resume {run_dir}")
+        sys.exit(130 if isinstance(error, KeyboardInterrupt) else 1)
+    finally:  # terminate rather than close: a worker may be dead, or stopped mid-step by Ctrl-C
+        for process in vec.processes:
+            process.terminate()
+        vec.closed = True
+    if args.track:
+        wandb.finish()
+    log(f"done: {args.n_epochs} epochs, {global_step:,} env steps in {(elapsed_before + time.time() - start_time) / 60:.1f} min")

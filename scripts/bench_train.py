@@ -1,0 +1,156 @@
+"""Speed of ddpg_her.py on this machine, measured in one run and printed side by side.
+
+    python scripts/bench_train.py                 # about 2 minutes on 2 cores
+    python scripts/bench_train.py --skip-train    # only the update and sampling micro-benchmarks
+
+1. env steps per second of a short training run of ddpg_her.py with its defaults (FetchPush-v0, 5 cycles);
+2. ms per update (actor + critic gradient step, then one target-network update) at batch 256, the default batch and
+   the paper's effective batch 19 x 256: a plain PyTorch update written the obvious way (two Adam optimisers,
+   separate forward passes, a per-parameter polyak loop), ddpg_her.py's `update` (fp32), and the same with
+   --bf16-matmul (fp32 weights, matmuls in bfloat16 through oneDNN);
+3. ms to sample one HER-relabelled batch of 256 (and of the default batch) with its rewards.
+"""
+
+import argparse
+import copy
+import csv
+import ctypes
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import ddpg_her as algo  # noqa: E402  (first: it sets OMP_WAIT_POLICY before torch loads OpenMP)
+
+import gymnasium as gym  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+DIMS = dict(o=25, g=3, ag=3, u=4, x=28)  # FetchPush-v0
+GAMMA, CLIP_RETURN, POLYAK = 0.98, 50.0, 0.95
+
+
+def median_ms(fn, n, warmup=5):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return 1e3 * float(np.median(times))
+
+
+def make_nets():
+    torch.manual_seed(0)
+    actor = algo.Actor(DIMS["x"], DIMS["u"], 256, 3, 1.0)
+    critic = algo.Critic(DIMS["x"], DIMS["u"], 256, 3, 1.0)
+    return actor, critic, copy.deepcopy(actor), copy.deepcopy(critic)
+
+
+def ours(batch_size):
+    nets = make_nets()
+    main = [p for n in nets[:2] for p in n.parameters()]
+    target = [p for n in nets[2:] for p in n.parameters()]
+    opt = torch.optim.Adam([dict(params=nets[0].parameters(), lr=1e-3), dict(params=nets[1].parameters(), lr=1e-3)],
+                           fused=True)
+    norm = algo.Normalizer(DIMS["x"], 0.01, 200.0, 5.0)
+    x, u, r = torch.randn(2, batch_size, DIMS["x"]), torch.rand(batch_size, DIMS["u"]) * 2 - 1, -torch.ones(batch_size, 1)
+
+    def step():
+        algo.update(nets, opt, norm, x, u, r, GAMMA, CLIP_RETURN, 1.0)
+        with torch.no_grad():
+            torch._foreach_lerp_(target, main, 1.0 - POLYAK)
+
+    return step
+
+
+def plain(batch_size):
+    actor, critic, actor_target, critic_target = make_nets()
+    actor_opt = torch.optim.Adam(actor.parameters(), lr=1e-3)
+    critic_opt = torch.optim.Adam(critic.parameters(), lr=1e-3)
+    mean, std = torch.zeros(DIMS["x"]), torch.ones(DIMS["x"])
+    x, u, r = torch.randn(2, batch_size, DIMS["x"]), torch.rand(batch_size, DIMS["u"]) * 2 - 1, -torch.ones(batch_size, 1)
+
+    def step():
+        obs = torch.clamp((x[0] - mean) / std, -5, 5)
+        next_obs = torch.clamp((x[1] - mean) / std, -5, 5)
+        with torch.no_grad():
+            target = torch.clamp(r + GAMMA * critic_target(next_obs, actor_target(next_obs)), -CLIP_RETURN, 0.0)
+        critic_loss = F.mse_loss(critic(obs, u), target)
+        critic_opt.zero_grad()
+        critic_loss.backward()
+        critic_opt.step()
+        pi = actor(obs)
+        actor_loss = -critic(obs, pi).mean() + (pi**2).mean()
+        actor_opt.zero_grad()
+        actor_loss.backward()
+        actor_opt.step()
+        for net, tgt in ((actor, actor_target), (critic, critic_target)):
+            for p, tp in zip(net.parameters(), tgt.parameters()):
+                tp.data.copy_(POLYAK * tp.data + (1 - POLYAK) * p.data)
+
+    return step
+
+
+def sampler(batch_size):
+    rng = np.random.default_rng(0)
+    replay = algo.EpisodeReplay(1_000_000, 50, DIMS, rng)
+    n_eps = 4000  # 200k transitions stored, the size of a typical FetchPush run
+    replay.store({k: rng.standard_normal((n_eps, 51 if k in ("o", "ag") else 50, DIMS[k])).astype(np.float32)
+                  for k in ("o", "ag", "g", "u")})
+    compute_reward = gym.make("FetchPush-v0").unwrapped.compute_reward
+
+    def step():
+        x, u, ag_next = replay.sample(batch_size, 0.8)
+        compute_reward(ag_next, x[0, :, DIMS["o"]:], {}).astype(np.float32)
+
+    return step
+
+
+def train_sps():
+    """env steps/s of ddpg_her.py with its defaults on FetchPush-v0, one epoch of 5 cycles (rollouts + updates)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    exp = f"bench{os.getpid()}"
+    cmd = [sys.executable, "ddpg_her.py", "--env-id", "FetchPush-v0", "--n-epochs", "1", "--n-cycles", "5",
+           "--n-test-rollouts", "0", "--exp-name", exp, "--no-checkpoint"]
+    subprocess.run(cmd, cwd=root, check=True, stdout=subprocess.DEVNULL)
+    path = glob.glob(f"{root}/runs/FetchPush-v0__{exp}__*/metrics.csv")[0]
+    with open(path) as f:
+        sps = float(next(csv.DictReader(f))["sps"])
+    shutil.rmtree(os.path.dirname(path))  # a benchmark, not a run to plot
+    return sps, " ".join(cmd[1:])
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--skip-train", action="store_true", help="skip the short training run")
+    parser.add_argument("--n", type=int, default=100, help="timed repetitions per micro-benchmark")
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch threads")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    try:  # the same allocator setting as ddpg_her.py, for both updates
+        ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 25), ctypes.CDLL("libc.so.6").mallopt(-1, 1 << 30)
+    except OSError:
+        pass
+    print(f"torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} cores")
+    if not args.skip_train:
+        sps, cmd = train_sps()
+        print(f"training run ({cmd}): {sps:,.0f} env steps/s")
+    default_batch = algo.Args().batch_size
+    print(f"{'ms per update (actor+critic step, target update)':<50}{'plain':>9}{'ddpg_her.py':>13}{'speed-up':>10}"
+          f"{'--bf16-matmul':>15}{'speed-up':>10}")
+    for batch_size in sorted({256, default_batch, 19 * 256}):
+        n = args.n if batch_size <= 1024 else max(10, args.n // 5)
+        t_plain, t_ours = median_ms(plain(batch_size), n), median_ms(ours(batch_size), n)
+        torch.set_float32_matmul_precision("medium")  # what --bf16-matmul sets
+        t_bf16 = median_ms(ours(batch_size), n)
+        torch.set_float32_matmul_precision("highest")
+        print(f"{'  batch ' + str(batch_size):<50}{t_plain:>9.2f}{t_ours:>13.2f}{t_plain / t_ours:>9.2f}x"
+              f"{t_bf16:>15.2f}{t_plain / t_bf16:>9.2f}x")
+    for batch_size in sorted({256, default_batch}):
+        print(f"HER-relabelled batch of {batch_size} with rewards: {median_ms(sampler(batch_size), args.n):.2f} ms")
