@@ -1,7 +1,7 @@
 # DDPG with sparse rewards, no HER: configuration 3 of Plappert et al. 2018 (section 1.4, hyperparameters in Appendix B).
 # Where the paper is silent this follows OpenAI Baselines' `baselines/her` (the paper's code); such lines say "Baselines".
 #   python ddpg.py --env-id FetchPickAndPlace-v0 --seed 3       train (defaults sized for a 2-core laptop)
-#   python ddpg.py --paper-budget                                 the paper's budget per epoch (docs/training.md)
+#   python ddpg.py --paper-budget                                 the paper's budget per epoch (README.md, Training)
 #   python ddpg.py --resume runs/RUN_NAME                         continue an interrupted run
 #   python ddpg.py --eval-checkpoint runs/RUN_NAME/model.pt --eval-episodes 100 --capture-video
 import os

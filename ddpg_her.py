@@ -1,7 +1,7 @@
 # DDPG + HER with sparse rewards: configuration 1 of Plappert et al. 2018 (section 1.4, hyperparameters in Appendix B).
 # Where the paper is silent this follows OpenAI Baselines' `baselines/her` (the paper's code); such lines say "Baselines".
 #   python ddpg_her.py --env-id FetchPickAndPlace-v0 --seed 3       train (defaults sized for a 2-core laptop)
-#   python ddpg_her.py --paper-budget                                 the paper's budget per epoch (docs/training.md)
+#   python ddpg_her.py --paper-budget                                 the paper's budget per epoch (README.md, Training)
 #   python ddpg_her.py --resume runs/RUN_NAME                         continue an interrupted run
 #   python ddpg_her.py --eval-checkpoint runs/RUN_NAME/model.pt --eval-episodes 100 --capture-video
 import os

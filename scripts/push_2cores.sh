@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# What docs/training.md reports for a 2-core machine: FetchPush-v0 with the defaults, DDPG+HER sparse on 3 seeds and
+# What README.md (Training) reports for a 2-core machine: FetchPush-v0 with the defaults, DDPG+HER sparse on 3 seeds and
 # one seed of each other configuration, then the curves (per epoch and per minute).
 set -euo pipefail
 cd "$(dirname "$0")/.."
