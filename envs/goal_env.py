@@ -47,8 +47,10 @@ def goal_distance(goal_a, goal_b):
     goal_a, goal_b = np.asarray(goal_a), np.asarray(goal_b)
     if goal_a.shape != goal_b.shape:
         raise ValueError(f"goals of different shapes: {goal_a.shape} and {goal_b.shape}")
-    # One formula for one goal and for batches, so that batched rewards equal step rewards to the last bit.
-    return np.linalg.norm(goal_a - goal_b, axis=-1)
+    # What np.linalg.norm(..., axis=-1) computes, without its Python overhead (this runs twice in every env step);
+    # one formula for one goal and for batches, so that batched rewards equal step rewards to the last bit.
+    diff = goal_a - goal_b
+    return np.sqrt(np.add.reduce(diff * diff, axis=-1))
 
 
 class GoalEnv(gym.Env):
