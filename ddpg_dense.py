@@ -1,14 +1,16 @@
 # DDPG with dense rewards, no HER: configuration 4 of Plappert et al. 2018 (section 1.4, hyperparameters in Appendix B).
-# Where the paper is silent this follows OpenAI Baselines' `baselines/her` (the paper's code); such lines say "Baselines".
+# Where the paper is silent this follows OpenAI Baselines' `baselines/her` (the paper's code): lines say "Baselines".
 #   python ddpg_dense.py --env-id FetchPickAndPlaceDense-v0 --seed 3       train (defaults sized for a 2-core laptop)
 #   python ddpg_dense.py --paper-budget                                 the paper's budget per epoch (README.md, Training)
 #   python ddpg_dense.py --resume runs/RUN_NAME                         continue an interrupted run
-#   python ddpg_dense.py --eval-checkpoint runs/RUN_NAME/model.pt --eval-episodes 100 --capture-video
+#   python evaluate.py runs/RUN_NAME/model.pt --episodes 100 --capture-video   test a saved policy (--save-model)
 import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering for --capture-video; read when mujoco first renders
-# Idle OpenMP threads sleep instead of spinning: on a busy 2-core machine spinning threads slowed updates 10-20x.
+# With --torch-threads > 1, idle OpenMP threads sleep instead of spinning: spinning threads stalled updates up to 100x
+# whenever another process shared the cores (README.md, Speed).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import copy
 import csv
 import ctypes
 import json
@@ -83,10 +85,10 @@ class Args:
     """discount; None means 1 - 1/T with T the episode length (Baselines: 0.98 for 50 steps)"""
     clip_return: bool = True
     """clip the critic's targets to [-1/(1-gamma), 0], the range of possible returns (Baselines)"""
-    torch_threads: int = 0
-    """torch intra-op threads; 0 uses one per available core"""
-    bf16_matmul: bool = False
-    """let oneDNN run the fp32 matmuls in bfloat16 (CPUs with AMX or AVX512-BF16): ~1.7x faster updates, lower precision"""
+    torch_threads: int = 1
+    """torch intra-op threads; 0 = one per core (faster only for big batches on an otherwise idle machine)"""
+    bf16_matmul: bool = True
+    """matmuls in bfloat16 via oneDNN, fp32 weights and sums (~2x faster updates where the CPU has AMX; same curves)"""
     track: bool = False
     """log to Weights & Biases (offline when there is no network)"""
     wandb_project_name: str = "multi-goal-rl"
@@ -98,24 +100,13 @@ class Args:
     wandb_tags: tuple[str, ...] = ()
     """W&B tags"""
     capture_video: bool = False
-    """record one deterministic test episode per epoch (or every evaluation episode) to videos/RUN_NAME/"""
+    """record one deterministic test episode per epoch to videos/RUN_NAME/"""
     save_model: bool = False
-    """write runs/RUN_NAME/model.pt every epoch: actor, normaliser statistics and config, for --eval-checkpoint"""
+    """write runs/RUN_NAME/model.pt every epoch: actor, normaliser statistics and config, for evaluate.py"""
     checkpoint: bool = True
     """write runs/RUN_NAME/checkpoint.pt every epoch (everything needed to resume, replay buffer included)"""
     resume: Optional[str] = None
     """a run directory (runs/RUN_NAME) to continue from its last checkpoint, with its saved config"""
-    eval_checkpoint: Optional[str] = None
-    """evaluate this model.pt or checkpoint.pt instead of training"""
-    eval_episodes: int = 100
-    """episodes for --eval-checkpoint"""
-
-
-def make_env(env_id, render_mode=None):
-    def thunk():
-        return gym.make(env_id, render_mode=render_mode)
-
-    return thunk
 
 
 def mlp(in_dim, out_dim, hidden, n_layers):
@@ -155,11 +146,8 @@ class Critic(nn.Module):
 
 
 class Normalizer:
-    """Running mean/std of observations and goals (Baselines' normalizer.py), one per input element.
-
-    Observations and goals get separate statistics in Baselines; as normalisation is elementwise, one normaliser over
-    the concatenated [observation, goal] vector is the same thing and costs one tensor op per batch.
-    """
+    """Running mean/std per element of [observation, goal] (Baselines' normalizer.py). Baselines keeps one for o and
+    one for g; normalisation is elementwise, so one over the concatenation is the same and costs one op per batch."""
 
     def __init__(self, size, eps, clip_obs, norm_clip):
         self.eps, self.clip_obs, self.norm_clip = eps, clip_obs, norm_clip
@@ -178,13 +166,6 @@ class Normalizer:
     def __call__(self, x):
         x = (x.clamp(-self.clip_obs, self.clip_obs) - self.mean) / self.std
         return x.clamp_(-self.norm_clip, self.norm_clip)
-
-    def state_dict(self):
-        return dict(sum=self.sum, sumsq=self.sumsq, count=self.count, mean=self.mean, std=self.std)
-
-    def load_state_dict(self, s):
-        self.sum, self.sumsq, self.count = s["sum"], s["sumsq"], s["count"]
-        self.mean[:], self.std[:] = s["mean"], s["std"]
 
 
 def sample_transitions(ep, n, her_future_p, rng):
@@ -262,28 +243,15 @@ def check_args(args):
         fail(f"{args.env_id} has {'dense' if 'Dense' in args.env_id else 'sparse'} rewards but this script is the "
              f"{'dense' if DENSE else 'sparse'}-reward configuration; use ddpg{'_her' if USE_HER else ''}"
              f"{'' if DENSE else '_dense'}.py for it")
-    rules = [("must be positive", lambda v: v > 0, ["n_epochs", "n_envs", "n_cycles", "n_batches", "batch_size",
-              "buffer_size", "hidden", "n_layers", "eval_episodes", "actor_lr", "critic_lr", "clip_obs", "norm_clip",
-              "norm_eps"]),
-             ("must be >= 0", lambda v: v >= 0, ["n_test_rollouts", "noise_eps", "action_l2", "torch_threads"]),
-             ("must be in [0, 1]", lambda v: 0 <= v <= 1, ["random_eps", "polyak"]),
-             ("must be in [0, 1)", lambda v: v is None or 0 <= v < 1, ["gamma"])]
+    rules = [("must be positive", lambda v: v > 0, "n_epochs n_envs n_cycles n_batches batch_size buffer_size hidden "
+              "n_layers actor_lr critic_lr clip_obs norm_clip norm_eps"),
+             ("must be >= 0", lambda v: v >= 0, "n_test_rollouts noise_eps action_l2 torch_threads"),
+             ("must be in [0, 1]", lambda v: 0 <= v <= 1, "random_eps polyak"),
+             ("must be in [0, 1)", lambda v: v is None or 0 <= v < 1, "gamma")]
     for message, ok, names in rules:
-        for name in names:
+        for name in names.split():
             if not ok(getattr(args, name)):
                 fail(f"--{name.replace('_', '-')} {message}, got {getattr(args, name)}")
-
-
-def check_goal_env(env, env_id):
-    keys = {"observation", "achieved_goal", "desired_goal"}
-    if not (isinstance(env.observation_space, gym.spaces.Dict) and keys <= set(env.observation_space.spaces)
-            and hasattr(env.unwrapped, "compute_reward")):
-        fail(f"{env_id} is not a goal environment (Dict observations {sorted(keys)} and compute_reward are needed); "
-             f"valid ids are: {', '.join(envs.ENV_IDS)}")
-    if env.spec.max_episode_steps is None:
-        fail(f"{env_id} has no time limit; episodes of a fixed length T are needed")
-    if not np.allclose(env.action_space.high, -env.action_space.low) or np.ptp(env.action_space.high) > 0:
-        fail(f"{env_id}: actions must lie in a symmetric box [-max_u, max_u]")
 
 
 def atomic_save(obj, path):
@@ -291,55 +259,8 @@ def atomic_save(obj, path):
     os.replace(path + ".tmp", path)  # a kill mid-write leaves the previous file intact
 
 
-def save_video(frames, path):
-    import imageio
-
-    try:
-        imageio.mimsave(path + ".mp4", frames, fps=25)  # needs imageio-ffmpeg
-    except Exception:
-        imageio.mimsave(path + ".gif", frames, duration=40)  # Pillow is always there
-
-
-def test_episode(env, actor, norm, seed, video_path=None):
-    """One deterministic episode on a single env (evaluation, videos); returns success at the last step."""
-    obs, _ = env.reset(seed=seed)
-    frames = [env.render()] if video_path else []
-    for _ in range(env.spec.max_episode_steps):
-        x = np.concatenate([obs["observation"], obs["desired_goal"]]).astype(np.float32)[None]
-        with torch.no_grad():
-            obs, _, _, _, info = env.step(actor(norm(torch.from_numpy(x)))[0].numpy())
-        frames += [env.render()] if video_path else []
-    if video_path:
-        os.makedirs(os.path.dirname(video_path), exist_ok=True)
-        save_video(frames, video_path)
-    return float(info["is_success"])
-
-
-def evaluate(args):
-    """Load a model.pt or checkpoint.pt with nothing of the training set-up and report its test success."""
-    ckpt = torch.load(args.eval_checkpoint, weights_only=False)
-    cfg, dims = ckpt["args"], ckpt["dims"]
-    env = make_env(cfg["env_id"], "rgb_array" if args.capture_video else None)()
-    actor = Actor(dims["x"], dims["u"], cfg["hidden"], cfg["n_layers"], ckpt["max_u"])
-    actor.load_state_dict(ckpt["actor"])
-    norm = Normalizer(dims["x"], cfg["norm_eps"], cfg["clip_obs"], cfg["norm_clip"])
-    norm.load_state_dict(ckpt["normalizer"])
-    video_dir = f"videos/eval__{os.path.basename(os.path.dirname(os.path.abspath(args.eval_checkpoint)))}"
-    successes = [test_episode(env, actor, norm, args.seed * 100_000 + i,
-                              f"{video_dir}/episode{i:03d}" if args.capture_video else None)
-                 for i in range(args.eval_episodes)]
-    print(f"{cfg['env_id']}: test success {np.mean(successes):.3f} over {args.eval_episodes} deterministic episodes "
-          f"({args.eval_checkpoint}, trained {ckpt['epoch']} epochs)")
-    return float(np.mean(successes))
-
-
 if __name__ == "__main__":
     args = tyro.cli(Args)
-    if args.eval_checkpoint:
-        if args.eval_episodes <= 0 or not os.path.isfile(args.eval_checkpoint):
-            fail(f"--eval-checkpoint needs an existing file and --eval-episodes > 0 ({args.eval_checkpoint!r})")
-        evaluate(args)
-        sys.exit(0)
     ckpt = None
     if args.resume:
         path = os.path.join(args.resume, "checkpoint.pt")
@@ -355,7 +276,10 @@ if __name__ == "__main__":
     check_args(args)
     # One env in this process gives the spaces, T and compute_reward, called once per batch of relabelled goals.
     env = gym.make(args.env_id)
-    check_goal_env(env, args.env_id)
+    try:
+        envs.check_goal_env(env)  # Dict observations with goals, compute_reward, a time limit, a symmetric action box
+    except ValueError as error:
+        fail(str(error))
     compute_reward = env.unwrapped.compute_reward
     T = env.spec.max_episode_steps
     gamma = 1.0 - 1.0 / T if args.gamma is None else args.gamma  # Baselines: gamma = 1 - 1/T
@@ -370,11 +294,10 @@ if __name__ == "__main__":
     run_name = ckpt["run_name"] if ckpt else f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
     run_dir = f"runs/{run_name}"
     os.makedirs(run_dir, exist_ok=True)
-    log_file = open(f"{run_dir}/log.txt", "a")
+    log_file = open(f"{run_dir}/log.txt", "a", buffering=1)  # line-buffered: what was logged survives a kill
 
-    def log(message):
-        print(message, flush=True)
-        print(message, file=log_file, flush=True)
+    def log(message):  # to the terminal and to the run's log.txt
+        print(message, flush=True), print(message, file=log_file)
 
     # TRY NOT TO MODIFY: seeding and threads (same seed and thread count -> the same run on a CPU)
     random.seed(args.seed)
@@ -398,24 +321,24 @@ if __name__ == "__main__":
         if "WANDB_MODE" not in os.environ:  # never block: offline without a network or an API key (`wandb sync` later)
             try:
                 socket.create_connection(("api.wandb.ai", 443), timeout=3).close()
-                os.environ["WANDB_MODE"] = "online" if wandb.api.api_key else "offline"
             except OSError:
                 os.environ["WANDB_MODE"] = "offline"
+            os.environ.setdefault("WANDB_MODE", "online" if wandb.api.api_key else "offline")
         wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, group=args.wandb_group,
                    tags=list(args.wandb_tags), name=run_name, id=run_name.replace("/", "_"), resume="allow",
                    config=config, save_code=True)
 
     # Fork the env workers before any torch computation has started OpenMP threads (forking after is unsafe).
-    vec = gym.vector.AsyncVectorEnv([make_env(args.env_id) for _ in range(args.n_envs)])
-    video_env = make_env(args.env_id, "rgb_array")() if args.capture_video else None
+    vec = gym.vector.AsyncVectorEnv([lambda: gym.make(args.env_id)] * args.n_envs)
+    if args.capture_video:  # one deterministic test episode per epoch, recorded by evaluate.py's helper
+        from evaluate import test_episode
+
+        video_env = gym.make(args.env_id, render_mode="rgb_array")
 
     # ALGO LOGIC: networks, one Adam for both (two parameter groups), target networks
     actor = Actor(dims["x"], dims["u"], args.hidden, args.n_layers, max_u)
     critic = Critic(dims["x"], dims["u"], args.hidden, args.n_layers, max_u)
-    actor_target = Actor(dims["x"], dims["u"], args.hidden, args.n_layers, max_u)
-    critic_target = Critic(dims["x"], dims["u"], args.hidden, args.n_layers, max_u)
-    actor_target.load_state_dict(actor.state_dict())
-    critic_target.load_state_dict(critic.state_dict())
+    actor_target, critic_target = copy.deepcopy(actor), copy.deepcopy(critic)
     nets = (actor, critic, actor_target, critic_target)
     main_params = list(actor.parameters()) + list(critic.parameters())
     target_params = list(actor_target.parameters()) + list(critic_target.parameters())
@@ -443,12 +366,12 @@ if __name__ == "__main__":
         ep["o"][:, T], ep["ag"][:, T] = obs["observation"], obs["achieved_goal"]
         return np.asarray(info["is_success"], np.float64), keep
 
-    start_epoch, global_step, episodes, n_updates, elapsed_before = 0, 0, 0, 0, 0.0
+    start_epoch, global_step, episodes, n_updates, elapsed_before, rows = 0, 0, 0, 0, 0.0, []
     if ckpt:  # restore everything the next epoch depends on
-        actor.load_state_dict(ckpt["actor"]), critic.load_state_dict(ckpt["critic"])
-        actor_target.load_state_dict(ckpt["actor_target"]), critic_target.load_state_dict(ckpt["critic_target"])
+        for net, state in zip(nets, ckpt["nets"]):
+            net.load_state_dict(state)
         optimizer.load_state_dict(ckpt["optimizer"])
-        norm.load_state_dict(ckpt["normalizer"])
+        vars(norm).update(ckpt["normalizer"])
         replay.n = ckpt["replay_n"]
         for k, v in ckpt["replay"].items():
             replay.ep[k][: replay.n] = v
@@ -456,13 +379,7 @@ if __name__ == "__main__":
         random.setstate(ckpt["py_rng"])
         torch.set_rng_state(ckpt["torch_rng"])
         start_epoch, global_step, episodes, n_updates = ckpt["epoch"], ckpt["step"], ckpt["episodes"], ckpt["updates"]
-        elapsed_before = ckpt["elapsed"]
-        with open(f"{run_dir}/metrics.csv") as f:  # rows of epochs after the checkpoint are redone, so drop them
-            rows = [row for row in csv.DictReader(f) if int(row["epoch"]) <= ckpt["epoch"]]
-        with open(f"{run_dir}/metrics.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(ckpt["metric_names"]))
-            writer.writeheader()
-            writer.writerows(rows)
+        elapsed_before, rows = ckpt["elapsed"], ckpt["rows"]  # rows of epochs after the checkpoint will be redone
         log(f"resumed {run_dir} after epoch {ckpt['epoch']} ({global_step:,} env steps, {episodes:,} episodes); "
             f"epochs {start_epoch + 1}..{args.n_epochs} to go")
     else:
@@ -493,14 +410,14 @@ if __name__ == "__main__":
                 for _ in range(args.n_batches):
                     x, u, ag_next = replay.sample(args.batch_size, her_future_p)
                     r = compute_reward(ag_next, x[0, :, dims["o"] :], {}).astype(np.float32)  # one batched call
-                    stats += update(nets, optimizer, norm, torch.from_numpy(x), torch.from_numpy(u), torch.from_numpy(r)[:, None],
-                                    gamma, clip_return, args.action_l2)
+                    stats += update(nets, optimizer, norm, torch.from_numpy(x), torch.from_numpy(u),
+                                    torch.from_numpy(r)[:, None], gamma, clip_return, args.action_l2)
                 n_updates += args.n_batches
                 with torch.no_grad():  # Baselines: target networks move once per cycle, after its n_batches updates
                     torch._foreach_lerp_(target_params, main_params, 1.0 - args.polyak)
             train_time = time.time() - epoch_start
             test_success = [rollout(explore=False)[0] for _ in range(args.n_test_rollouts)]
-            if video_env is not None:
+            if args.capture_video:
                 test_episode(video_env, actor, norm, epoch, f"videos/{run_name}/epoch{epoch + 1:03d}")
             a_loss, c_loss, mean_q = (stats / (args.n_cycles * args.n_batches)).tolist()
             elapsed = elapsed_before + time.time() - start_time
@@ -512,26 +429,23 @@ if __name__ == "__main__":
                 f"{metrics['test_success']:.3f} | train success {metrics['train_success']:.3f} | Q {mean_q:.2f} | "
                 f"actor loss {a_loss:.3f} | critic loss {c_loss:.4f} | {metrics['sps']:.0f} steps/s | "
                 f"{elapsed / 60:.1f} min")
-            new_file = not os.path.exists(f"{run_dir}/metrics.csv")
-            with open(f"{run_dir}/metrics.csv", "a", newline="") as f:
+            rows.append(metrics)
+            with open(f"{run_dir}/metrics.csv", "w", newline="") as f:  # rewritten whole: what a resume restores
                 writer = csv.DictWriter(f, fieldnames=list(metrics))
-                if new_file:
-                    writer.writeheader()
-                writer.writerow(metrics)
+                writer.writeheader(), writer.writerows(rows)
             if args.track:
                 wandb.log(metrics, step=global_step)
-            model = dict(args=asdict(args), epoch=epoch + 1, dims=dims, max_u=max_u, actor=actor.state_dict(),
-                         normalizer=norm.state_dict())
+            model = dict(script=os.path.basename(__file__)[:-3], args=asdict(args), epoch=epoch + 1, dims=dims,
+                         max_u=max_u, actor=actor.state_dict(), normalizer=vars(norm))
             if args.save_model:
                 atomic_save(model, f"{run_dir}/model.pt")
             if args.checkpoint:
-                atomic_save(dict(model, run_name=run_name, critic=critic.state_dict(),
-                                 actor_target=actor_target.state_dict(), critic_target=critic_target.state_dict(),
+                atomic_save(dict(model, run_name=run_name, nets=[net.state_dict() for net in nets],
                                  optimizer=optimizer.state_dict(), replay_n=replay.n,
                                  replay={k: v[: replay.n] for k, v in replay.ep.items()},
                                  np_rng=rng.bit_generator.state, py_rng=random.getstate(),
                                  torch_rng=torch.get_rng_state(), step=global_step, episodes=episodes,
-                                 updates=n_updates, elapsed=elapsed, metric_names=list(metrics)),
+                                 updates=n_updates, elapsed=elapsed, rows=rows),
                             f"{run_dir}/checkpoint.pt")
             completed = epoch + 1
     except (KeyboardInterrupt, EOFError, BrokenPipeError, ConnectionResetError) as error:
@@ -545,4 +459,5 @@ if __name__ == "__main__":
         vec.closed = True
     if args.track:
         wandb.finish()
-    log(f"done: {args.n_epochs} epochs, {global_step:,} env steps in {(elapsed_before + time.time() - start_time) / 60:.1f} min")
+    log(f"done: {args.n_epochs} epochs, {global_step:,} env steps in "
+        f"{(elapsed_before + time.time() - start_time) / 60:.1f} min")

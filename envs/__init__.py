@@ -8,6 +8,7 @@ Every task also comes with a dense reward, as `...Dense-v0` (e.g. `FetchPushDens
 """
 
 import gymnasium as gym
+import numpy as np
 
 from envs.goal_env import REWARD_TYPES, GoalEnv, goal_distance  # noqa: F401
 
@@ -51,3 +52,20 @@ def make(env_id: str, **kwargs) -> gym.Env:
     if env_id not in ENV_IDS:
         raise ValueError(f"unknown environment id {env_id!r}; valid ids are: {', '.join(ENV_IDS)}")
     return gym.make(env_id, **kwargs)
+
+
+def check_goal_env(env: gym.Env) -> None:
+    """Raise ValueError, naming the env and what it lacks, unless `env` (from `gym.make`) has what goal-conditioned
+    learners need: Dict observations with observation/achieved_goal/desired_goal, `compute_reward`, episodes of a
+    fixed length (a time limit) and a symmetric action box."""
+    env_id = env.spec.id if env.spec else type(env.unwrapped).__name__
+    keys = {"observation", "achieved_goal", "desired_goal"}
+    if not (isinstance(env.observation_space, gym.spaces.Dict) and keys <= set(env.observation_space.spaces)
+            and hasattr(env.unwrapped, "compute_reward")):
+        raise ValueError(f"{env_id} is not a goal environment (Dict observations {sorted(keys)} and compute_reward "
+                         f"are needed); valid ids are: {', '.join(ENV_IDS)}")
+    if env.spec is None or env.spec.max_episode_steps is None:
+        raise ValueError(f"{env_id} has no time limit; episodes of a fixed length T are needed")
+    space = env.action_space
+    if not (isinstance(space, gym.spaces.Box) and np.allclose(space.high, -space.low) and np.ptp(space.high) == 0):
+        raise ValueError(f"{env_id}: actions must lie in a symmetric box [-max_u, max_u]")

@@ -6,8 +6,9 @@
 1. env steps per second of a short training run of ddpg_her.py with its defaults (FetchPush-v0, 5 cycles);
 2. ms per update (actor + critic gradient step, then one target-network update) at batch 256, the default batch and
    the paper's effective batch 19 x 256: a plain PyTorch update written the obvious way (two Adam optimisers,
-   separate forward passes, a per-parameter polyak loop), ddpg_her.py's `update` (fp32), and the same with
-   --bf16-matmul (fp32 weights, matmuls in bfloat16 through oneDNN);
+   separate forward passes, a per-parameter polyak loop), ddpg_her.py's `update` in fp32 (--no-bf16-matmul), and
+   the same as ddpg_her.py runs it by default (fp32 weights, matmuls in bfloat16 through oneDNN). All three run in
+   this process with the script's thread setting (--torch-threads, default 1);
 3. ms to sample one HER-relabelled batch of 256 (and of the default batch) with its rewards.
 """
 
@@ -130,7 +131,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--skip-train", action="store_true", help="skip the short training run")
     parser.add_argument("--n", type=int, default=100, help="timed repetitions per micro-benchmark")
-    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch threads")
+    parser.add_argument("--threads", type=int, default=algo.Args().torch_threads or len(os.sched_getaffinity(0)),
+                        help="torch threads (default: ddpg_her.py's)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     try:  # the same allocator setting as ddpg_her.py, for both updates
@@ -142,15 +144,15 @@ if __name__ == "__main__":
         sps, cmd = train_sps()
         print(f"training run ({cmd}): {sps:,.0f} env steps/s")
     default_batch = algo.Args().batch_size
-    print(f"{'ms per update (actor+critic step, target update)':<50}{'plain':>9}{'ddpg_her.py':>13}{'speed-up':>10}"
-          f"{'--bf16-matmul':>15}{'speed-up':>10}")
+    print(f"{'ms per update (actor+critic step, target update)':<50}{'plain':>9}{'ours fp32':>11}{'speed-up':>10}"
+          f"{'ours bf16':>11}{'speed-up':>10}")
     for batch_size in sorted({256, default_batch, 19 * 256}):
         n = args.n if batch_size <= 1024 else max(10, args.n // 5)
         t_plain, t_ours = median_ms(plain(batch_size), n), median_ms(ours(batch_size), n)
-        torch.set_float32_matmul_precision("medium")  # what --bf16-matmul sets
+        torch.set_float32_matmul_precision("medium")  # what --bf16-matmul (the default) sets
         t_bf16 = median_ms(ours(batch_size), n)
         torch.set_float32_matmul_precision("highest")
-        print(f"{'  batch ' + str(batch_size):<50}{t_plain:>9.2f}{t_ours:>13.2f}{t_plain / t_ours:>9.2f}x"
-              f"{t_bf16:>15.2f}{t_plain / t_bf16:>9.2f}x")
+        print(f"{'  batch ' + str(batch_size):<50}{t_plain:>9.2f}{t_ours:>11.2f}{t_plain / t_ours:>9.2f}x"
+              f"{t_bf16:>11.2f}{t_plain / t_bf16:>9.2f}x")
     for batch_size in sorted({256, default_batch}):
         print(f"HER-relabelled batch of {batch_size} with rewards: {median_ms(sampler(batch_size), args.n):.2f} ms")

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import requires_gl
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "ddpg_her.py")
@@ -39,7 +40,7 @@ def metrics(path):
 def test_help_explains_every_option():
     proc = run(ROOT, "--help")
     for option in ["--env-id", "--n-envs", "--batch-size", "--paper-budget", "--replay-k", "--resume",
-                   "--eval-checkpoint", "--capture-video", "--track", "--wandb-group"]:
+                   "--save-model", "--capture-video", "--track", "--wandb-group", "--bf16-matmul"]:
         assert option in proc.stdout
     assert "19 MPI workers" in proc.stdout  # the docstrings reach --help
 
@@ -97,11 +98,33 @@ def test_resume_continues_exactly(tmp_path):
     assert metrics(path) == metrics(run_dir(tmp_path, "whole"))
 
 
+def evaluate(cwd, *options):
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "evaluate.py"), *options], cwd=cwd, capture_output=True,
+                          text=True, env=dict(os.environ, MUJOCO_GL="egl", PYTHONPATH=ROOT), timeout=300)
+    return proc
+
+
 def test_evaluation_entry_loads_a_checkpoint(tmp_path):
     run(tmp_path, *TINY, "--n-epochs", "1", "--exp-name", "ev", "--save-model")
-    model = os.path.join(run_dir(tmp_path, "ev"), "model.pt")
-    proc = run(tmp_path, "--eval-checkpoint", model, "--eval-episodes", "3")
+    path = run_dir(tmp_path, "ev")
+    proc = evaluate(tmp_path, os.path.join(path, "model.pt"), "--episodes", "3")
+    assert proc.returncode == 0, proc.stderr
     assert "FetchReach-v0: test success" in proc.stdout and "over 3 deterministic episodes" in proc.stdout
+    # The same policy from the full checkpoint gives the same result: same actor and normaliser, same seeds.
+    again = evaluate(tmp_path, os.path.join(path, "checkpoint.pt"), "--episodes", "3")
+    assert again.stdout.split("(")[0] == proc.stdout.split("(")[0]
+    bad = evaluate(tmp_path, os.path.join(path, "nothing.pt"))
+    assert bad.returncode != 0 and "needs an existing checkpoint file" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@requires_gl
+def test_videos_of_training_and_evaluation(tmp_path):
+    run(tmp_path, *TINY, "--n-epochs", "1", "--exp-name", "vid", "--save-model", "--capture-video")
+    path = run_dir(tmp_path, "vid")
+    assert glob.glob(os.path.join(tmp_path, "videos", os.path.basename(path), "epoch001.*"))
+    proc = evaluate(tmp_path, os.path.join(path, "model.pt"), "--episodes", "2", "--capture-video")
+    assert proc.returncode == 0, proc.stderr
+    assert len(glob.glob(os.path.join(tmp_path, "videos", f"eval__{os.path.basename(path)}", "episode*"))) == 2
 
 
 @pytest.mark.parametrize("script, env_id", [("ddpg_her_dense.py", "FetchReachDense-v0"), ("ddpg.py", "FetchReach-v0"),

@@ -1,0 +1,82 @@
+"""Evaluate a policy saved by one of the training scripts, with nothing of the training set-up, and record videos.
+
+    python evaluate.py runs/RUN_NAME/model.pt --episodes 100
+    python evaluate.py runs/RUN_NAME/checkpoint.pt --episodes 10 --capture-video     # videos/eval__RUN_NAME/
+
+The checkpoint names the script that wrote it (ddpg_her, ddpg, ... or your fork of one); its Actor and Normalizer
+classes are imported from there, as CleanRL's evaluation helpers take the script's model classes. The training
+scripts import `test_episode` from here for their per-epoch videos (--capture-video).
+"""
+
+import importlib
+import os
+from dataclasses import dataclass
+
+os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; read when mujoco first renders
+
+import gymnasium as gym  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import tyro  # noqa: E402
+
+
+@dataclass
+class Args:
+    checkpoint: tyro.conf.Positional[str]
+    """a model.pt or checkpoint.pt written by a training script"""
+    episodes: int = 100
+    """deterministic test episodes (no exploration noise, the paper's test success)"""
+    seed: int = 1
+    """episode i is reset with seed seed * 100000 + i"""
+    capture_video: bool = False
+    """record every episode to videos/eval__RUN_NAME/ (mp4 with imageio-ffmpeg installed, else GIF)"""
+
+
+def save_video(frames, path):
+    import imageio
+
+    try:
+        imageio.mimsave(path + ".mp4", frames, fps=25)  # needs imageio-ffmpeg
+    except Exception:
+        imageio.mimsave(path + ".gif", frames, duration=40)  # Pillow is always there
+
+
+def test_episode(env, actor, norm, seed, video_path=None):
+    """One deterministic episode of a single env; returns success at the last step (the paper's metric)."""
+    obs, _ = env.reset(seed=seed)
+    frames = [env.render()] if video_path else []
+    for _ in range(env.spec.max_episode_steps):
+        x = np.concatenate([obs["observation"], obs["desired_goal"]]).astype(np.float32)[None]
+        with torch.no_grad():
+            obs, _, _, _, info = env.step(actor(norm(torch.from_numpy(x)))[0].numpy())
+        frames += [env.render()] if video_path else []
+    if video_path:
+        os.makedirs(os.path.dirname(video_path), exist_ok=True)
+        save_video(frames, video_path)
+    return float(info["is_success"])
+
+
+def evaluate(path, episodes, seed=1, capture_video=False):
+    """Test success of the saved policy over `episodes` deterministic episodes."""
+    ckpt = torch.load(path, weights_only=False)
+    cfg, dims = ckpt["args"], ckpt["dims"]
+    script = importlib.import_module(ckpt["script"])  # its Actor and Normalizer; importing it registers the envs
+    env = gym.make(cfg["env_id"], render_mode="rgb_array" if capture_video else None)
+    actor = script.Actor(dims["x"], dims["u"], cfg["hidden"], cfg["n_layers"], ckpt["max_u"])
+    actor.load_state_dict(ckpt["actor"])
+    norm = script.Normalizer(dims["x"], cfg["norm_eps"], cfg["clip_obs"], cfg["norm_clip"])
+    vars(norm).update(ckpt["normalizer"])
+    video_dir = f"videos/eval__{os.path.basename(os.path.dirname(os.path.abspath(path)))}"
+    successes = [test_episode(env, actor, norm, seed * 100_000 + i, capture_video and f"{video_dir}/episode{i:03d}")
+                 for i in range(episodes)]
+    print(f"{cfg['env_id']}: test success {np.mean(successes):.3f} over {episodes} deterministic episodes "
+          f"({path}: {ckpt['script']}.py, {ckpt['epoch']} epochs)")
+    return float(np.mean(successes))
+
+
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    if args.episodes <= 0 or not os.path.isfile(args.checkpoint):
+        raise SystemExit(f"evaluate.py: error: needs an existing checkpoint file and --episodes > 0, got "
+                         f"{args.checkpoint!r} and {args.episodes}")
+    evaluate(args.checkpoint, args.episodes, args.seed, args.capture_video)
