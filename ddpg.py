@@ -1,9 +1,9 @@
-# DDPG with sparse rewards, no HER: configuration 3 of Plappert et al. 2018 (section 1.4, hyperparameters in Appendix B).
+# DDPG with sparse rewards (no HER): configuration 3 of Plappert et al. 2018 (section 1.4; hyperparameters: Appendix B).
 # Where the paper is silent this follows OpenAI Baselines' `baselines/her` (the paper's code): lines say "Baselines".
-#   python ddpg.py --env-id FetchPickAndPlace-v0 --seed 3       train (defaults sized for a 2-core laptop)
-#   python ddpg.py --paper-budget                                 the paper's budget per epoch (README.md, Training)
-#   python ddpg.py --resume runs/RUN_NAME                         continue an interrupted run
-#   python evaluate.py runs/RUN_NAME/model.pt --episodes 100 --capture-video   test a saved policy (--save-model)
+#   python ddpg.py --env-id FetchPickAndPlace-v0 --seed 3      train; the defaults suit a 2-core laptop
+#   python ddpg.py --paper-budget                              the paper's budget per epoch (see README.md)
+#   python ddpg.py --resume runs/RUN_NAME                      continue an interrupted run
+#   python evaluate.py runs/RUN_NAME/model.pt --episodes 100   test a policy saved with --save-model
 import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering for --capture-video; read when mujoco first renders
@@ -29,7 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import tyro
 
-import envs  # noqa: F401  registers FetchReach-v0, FetchPush-v0, ... and their ...Dense-v0 twins
+import envs  # registers FetchReach-v0, FetchPush-v0, ... and their ...Dense-v0 twins
 
 DENSE = False  # this file's configuration: sparse rewards (the ...Dense-v0 ids belong to the *_dense.py scripts)
 USE_HER = False  # this file's configuration: plain DDPG, no hindsight relabelling
@@ -135,14 +135,8 @@ class Critic(nn.Module):
         super().__init__()
         self.net, self.max_u = mlp(in_dim + act_dim, 1, hidden, n_layers), max_u
 
-    def forward(self, x, u, frozen=False):
-        h = torch.cat([x, u / self.max_u], 1)  # Baselines feeds actions scaled to [-1, 1]
-        if not frozen:
-            return self.net(h)
-        # The actor's loss needs dQ/du but must not train the critic: same weights, no gradient into them.
-        for layer in self.net:
-            h = F.linear(h, layer.weight.detach(), layer.bias.detach()) if isinstance(layer, nn.Linear) else layer(h)
-        return h
+    def forward(self, x, u):
+        return self.net(torch.cat([x, u / self.max_u], 1))  # Baselines feeds actions scaled to [-1, 1]
 
 
 class Normalizer:
@@ -225,7 +219,9 @@ def update(nets, optimizer, norm, x, u, r, gamma, clip_return, action_l2):
     q = critic(x[0], u)
     critic_loss = F.mse_loss(q, target)
     pi = actor(x[0])
-    actor_loss = -critic(x[0], pi, frozen=True).mean() + action_l2 * (pi / actor.max_u).square().mean()
+    critic.requires_grad_(False)  # the actor's loss needs dQ/du but must not train the critic (nor waste work on it)
+    actor_loss = -critic(x[0], pi).mean() + action_l2 * (pi / actor.max_u).square().mean()
+    critic.requires_grad_(True)
     optimizer.zero_grad(set_to_none=True)
     (critic_loss + actor_loss).backward()
     optimizer.step()
@@ -259,6 +255,14 @@ def atomic_save(obj, path):
     os.replace(path + ".tmp", path)  # a kill mid-write leaves the previous file intact
 
 
+def write_csv(rows, path):  # rewritten whole and atomically each epoch, so a resume can restore it from a checkpoint
+    with open(path + ".tmp", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(path + ".tmp", path)
+
+
 if __name__ == "__main__":
     args = tyro.cli(Args)
     ckpt = None
@@ -267,6 +271,8 @@ if __name__ == "__main__":
         if not os.path.isfile(path):
             fail(f"--resume {args.resume}: no checkpoint.pt there (was the run started with --no-checkpoint?)")
         ckpt = torch.load(path, weights_only=False)
+        if "rows" not in ckpt:
+            fail(f"--resume {args.resume}: its checkpoint.pt was written by an older version of this script")
         saved = ckpt["args"]
         if any(a.startswith("--n-epochs") for a in sys.argv):
             saved["n_epochs"] = args.n_epochs  # the one option a resumed run may change: extend (or cut) it
@@ -297,7 +303,8 @@ if __name__ == "__main__":
     log_file = open(f"{run_dir}/log.txt", "a", buffering=1)  # line-buffered: what was logged survives a kill
 
     def log(message):  # to the terminal and to the run's log.txt
-        print(message, flush=True), print(message, file=log_file)
+        print(message, flush=True)
+        print(message, file=log_file)
 
     # TRY NOT TO MODIFY: seeding and threads (same seed and thread count -> the same run on a CPU)
     random.seed(args.seed)
@@ -368,7 +375,7 @@ if __name__ == "__main__":
 
     start_epoch, global_step, episodes, n_updates, elapsed_before, rows = 0, 0, 0, 0, 0.0, []
     if ckpt:  # restore everything the next epoch depends on
-        for net, state in zip(nets, ckpt["nets"]):
+        for net, state in zip(nets, ckpt["nets"], strict=True):
             net.load_state_dict(state)
         optimizer.load_state_dict(ckpt["optimizer"])
         vars(norm).update(ckpt["normalizer"])
@@ -379,9 +386,11 @@ if __name__ == "__main__":
         random.setstate(ckpt["py_rng"])
         torch.set_rng_state(ckpt["torch_rng"])
         start_epoch, global_step, episodes, n_updates = ckpt["epoch"], ckpt["step"], ckpt["episodes"], ckpt["updates"]
-        elapsed_before, rows = ckpt["elapsed"], ckpt["rows"]  # rows of epochs after the checkpoint will be redone
-        log(f"resumed {run_dir} after epoch {ckpt['epoch']} ({global_step:,} env steps, {episodes:,} episodes); "
+        elapsed_before, rows = ckpt["elapsed"], ckpt["rows"]
+        write_csv(rows, f"{run_dir}/metrics.csv")  # drops rows of epochs after the checkpoint: they are redone
+        log(f"resumed {run_dir} after epoch {start_epoch} ({global_step:,} env steps, {episodes:,} episodes); "
             f"epochs {start_epoch + 1}..{args.n_epochs} to go")
+        ckpt = None  # the replay copy in it is as big as the replay buffer
     else:
         log(f"run {run_dir}: {args.env_id}, {args.n_envs} envs x {args.n_cycles} cycles = "
             f"{args.n_envs * args.n_cycles} episodes and {args.n_cycles * args.n_batches} updates of batch "
@@ -430,12 +439,10 @@ if __name__ == "__main__":
                 f"actor loss {a_loss:.3f} | critic loss {c_loss:.4f} | {metrics['sps']:.0f} steps/s | "
                 f"{elapsed / 60:.1f} min")
             rows.append(metrics)
-            with open(f"{run_dir}/metrics.csv", "w", newline="") as f:  # rewritten whole: what a resume restores
-                writer = csv.DictWriter(f, fieldnames=list(metrics))
-                writer.writeheader(), writer.writerows(rows)
+            write_csv(rows, f"{run_dir}/metrics.csv")
             if args.track:
                 wandb.log(metrics, step=global_step)
-            model = dict(script=os.path.basename(__file__)[:-3], args=asdict(args), epoch=epoch + 1, dims=dims,
+            model = dict(script=os.path.abspath(__file__), args=asdict(args), epoch=epoch + 1, dims=dims,
                          max_u=max_u, actor=actor.state_dict(), normalizer=vars(norm))
             if args.save_model:
                 atomic_save(model, f"{run_dir}/model.pt")

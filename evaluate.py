@@ -3,16 +3,18 @@
     python evaluate.py runs/RUN_NAME/model.pt --episodes 100
     python evaluate.py runs/RUN_NAME/checkpoint.pt --episodes 10 --capture-video     # videos/eval__RUN_NAME/
 
-The checkpoint names the script that wrote it (ddpg_her, ddpg, ... or your fork of one); its Actor and Normalizer
-classes are imported from there, as CleanRL's evaluation helpers take the script's model classes. The training
-scripts import `test_episode` from here for their per-epoch videos (--capture-video).
+The checkpoint records the script that wrote it (ddpg_her.py, ddpg.py, ... or your fork of one); the Actor and
+Normalizer classes are loaded from that file, so a fork that changes them is evaluated with its own code. The
+training scripts import `test_episode` from here for their per-epoch videos (--capture-video).
 """
 
-import importlib
+import importlib.util
 import os
+import sys
 from dataclasses import dataclass
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; read when mujoco first renders
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as in the training scripts, before torch loads OpenMP
 
 import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
@@ -27,7 +29,7 @@ class Args:
     episodes: int = 100
     """deterministic test episodes (no exploration noise, the paper's test success)"""
     seed: int = 1
-    """episode i is reset with seed seed * 100000 + i"""
+    """episode i is reset with seed 10**9 + seed * 100000 + i, a seed that no training run uses"""
     capture_video: bool = False
     """record every episode to videos/eval__RUN_NAME/ (mp4 with imageio-ffmpeg installed, else GIF)"""
 
@@ -56,21 +58,35 @@ def test_episode(env, actor, norm, seed, video_path=None):
     return float(info["is_success"])
 
 
+def load_script(path):
+    """The training script that wrote a checkpoint, as a module (importing it registers the envs)."""
+    if not os.path.isfile(path):  # the repository moved: look for the script next to this file
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.path.basename(path))
+    if not os.path.isfile(path):
+        sys.exit(f"evaluate.py: error: the script that wrote this checkpoint, {os.path.basename(path)}, is not found")
+    spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def evaluate(path, episodes, seed=1, capture_video=False):
     """Test success of the saved policy over `episodes` deterministic episodes."""
     ckpt = torch.load(path, weights_only=False)
     cfg, dims = ckpt["args"], ckpt["dims"]
-    script = importlib.import_module(ckpt["script"])  # its Actor and Normalizer; importing it registers the envs
+    script = load_script(ckpt.get("script", "ddpg_her.py"))  # older checkpoints did not record it
+    torch.set_num_threads(1)  # one observation at a time: more threads only add synchronisation
+    torch.set_float32_matmul_precision("medium" if cfg.get("bf16_matmul") else "highest")  # as in training
     env = gym.make(cfg["env_id"], render_mode="rgb_array" if capture_video else None)
     actor = script.Actor(dims["x"], dims["u"], cfg["hidden"], cfg["n_layers"], ckpt["max_u"])
     actor.load_state_dict(ckpt["actor"])
     norm = script.Normalizer(dims["x"], cfg["norm_eps"], cfg["clip_obs"], cfg["norm_clip"])
     vars(norm).update(ckpt["normalizer"])
     video_dir = f"videos/eval__{os.path.basename(os.path.dirname(os.path.abspath(path)))}"
-    successes = [test_episode(env, actor, norm, seed * 100_000 + i, capture_video and f"{video_dir}/episode{i:03d}")
-                 for i in range(episodes)]
+    successes = [test_episode(env, actor, norm, 10**9 + seed * 100_000 + i,
+                              f"{video_dir}/episode{i:03d}" if capture_video else None) for i in range(episodes)]
     print(f"{cfg['env_id']}: test success {np.mean(successes):.3f} over {episodes} deterministic episodes "
-          f"({path}: {ckpt['script']}.py, {ckpt['epoch']} epochs)")
+          f"({path}: {os.path.basename(ckpt['script'])}, {ckpt['epoch']} epochs)")
     return float(np.mean(successes))
 
 

@@ -3,7 +3,7 @@
     python scripts/bench_train.py                 # about 2 minutes on 2 cores
     python scripts/bench_train.py --skip-train    # only the update and sampling micro-benchmarks
 
-1. env steps per second of a short training run of ddpg_her.py with its defaults (FetchPush-v0, 5 cycles);
+1. env steps per second of a short training run of ddpg_her.py with its defaults (FetchPush-v0, 10 cycles);
 2. ms per update (actor + critic gradient step, then one target-network update) at batch 256, the default batch and
    the paper's effective batch 19 x 256: a plain PyTorch update written the obvious way (two Adam optimisers,
    separate forward passes, a per-parameter polyak loop), ddpg_her.py's `update` in fp32 (--no-bf16-matmul), and
@@ -35,6 +35,11 @@ DIMS = dict(o=25, g=3, ag=3, u=4, x=28)  # FetchPush-v0
 GAMMA, CLIP_RETURN, POLYAK = 0.98, 50.0, 0.95
 
 
+def batch(batch_size):
+    """A random batch as update() takes it: x = [[o, g], [o', g]], actions in [-1, 1], sparse rewards."""
+    return torch.randn(2, batch_size, DIMS["x"]), torch.rand(batch_size, DIMS["u"]) * 2 - 1, -torch.ones(batch_size, 1)
+
+
 def median_ms(fn, n, warmup=5):
     for _ in range(warmup):
         fn()
@@ -60,7 +65,7 @@ def ours(batch_size):
     opt = torch.optim.Adam([dict(params=nets[0].parameters(), lr=1e-3), dict(params=nets[1].parameters(), lr=1e-3)],
                            fused=True)
     norm = algo.Normalizer(DIMS["x"], 0.01, 200.0, 5.0)
-    x, u, r = torch.randn(2, batch_size, DIMS["x"]), torch.rand(batch_size, DIMS["u"]) * 2 - 1, -torch.ones(batch_size, 1)
+    x, u, r = batch(batch_size)
 
     def step():
         algo.update(nets, opt, norm, x, u, r, GAMMA, CLIP_RETURN, 1.0)
@@ -75,7 +80,7 @@ def plain(batch_size):
     actor_opt = torch.optim.Adam(actor.parameters(), lr=1e-3)
     critic_opt = torch.optim.Adam(critic.parameters(), lr=1e-3)
     mean, std = torch.zeros(DIMS["x"]), torch.ones(DIMS["x"])
-    x, u, r = torch.randn(2, batch_size, DIMS["x"]), torch.rand(batch_size, DIMS["u"]) * 2 - 1, -torch.ones(batch_size, 1)
+    x, u, r = batch(batch_size)
 
     def step():
         obs = torch.clamp((x[0] - mean) / std, -5, 5)
@@ -113,12 +118,12 @@ def sampler(batch_size):
     return step
 
 
-def train_sps():
-    """env steps/s of ddpg_her.py with its defaults on FetchPush-v0, one epoch of 5 cycles (rollouts + updates)."""
+def train_sps(threads):
+    """env steps/s of ddpg_her.py with its defaults on FetchPush-v0, one epoch of 10 cycles (rollouts + updates)."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     exp = f"bench{os.getpid()}"
-    cmd = [sys.executable, "ddpg_her.py", "--env-id", "FetchPush-v0", "--n-epochs", "1", "--n-cycles", "5",
-           "--n-test-rollouts", "0", "--exp-name", exp, "--no-checkpoint"]
+    cmd = [sys.executable, "ddpg_her.py", "--env-id", "FetchPush-v0", "--n-epochs", "1", "--n-cycles", "10",
+           "--n-test-rollouts", "0", "--exp-name", exp, "--no-checkpoint", "--torch-threads", str(threads)]
     subprocess.run(cmd, cwd=root, check=True, stdout=subprocess.DEVNULL)
     path = glob.glob(f"{root}/runs/FetchPush-v0__{exp}__*/metrics.csv")[0]
     with open(path) as f:
@@ -141,7 +146,7 @@ if __name__ == "__main__":
         pass
     print(f"torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} cores")
     if not args.skip_train:
-        sps, cmd = train_sps()
+        sps, cmd = train_sps(args.threads)
         print(f"training run ({cmd}): {sps:,.0f} env steps/s")
     default_batch = algo.Args().batch_size
     print(f"{'ms per update (actor+critic step, target update)':<50}{'plain':>9}{'ours fp32':>11}{'speed-up':>10}"

@@ -3,7 +3,7 @@
 # per-epoch budget (--paper-budget: 1900 episodes and 2000 updates of 19 x 256 transitions per epoch), then the plot.
 # That is 80 runs of 4.75M env steps: days on a laptop. Override the lists to run a part of it, e.g.
 #   ENVS="FetchPush" SEEDS="1 2 3" EXTRA="" scripts/fetch_figure.sh     # the 2-core defaults instead of the budget
-# Runs go one after another (each already uses every core); a finished run is skipped when the script is rerun
+# Runs go one after another (timings stay comparable); a finished run is skipped when the script is rerun
 # (an interrupted one is not resumed: use --resume runs/NAME for that).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -100,7 +100,7 @@ def test_resume_continues_exactly(tmp_path):
 
 def evaluate(cwd, *options):
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "evaluate.py"), *options], cwd=cwd, capture_output=True,
-                          text=True, env=dict(os.environ, MUJOCO_GL="egl", PYTHONPATH=ROOT), timeout=300)
+                          text=True, env=dict(os.environ, MUJOCO_GL="egl"), timeout=300)
     return proc
 
 

@@ -137,6 +137,19 @@ def test_unknown_ids_and_reward_types_name_the_valid_ones():
         gym.make("FetchReach-v0", reward_type="shaped")
 
 
+def test_check_goal_env_names_what_is_missing():
+    for env_id in envs.ENV_IDS:
+        envs.check_goal_env(gym.make(env_id))  # ours pass
+    with pytest.raises(ValueError, match="Pendulum-v1 is not a goal environment"):
+        envs.check_goal_env(gym.make("Pendulum-v1"))
+    with pytest.raises(ValueError, match="no time limit"):
+        envs.check_goal_env(gym.make("FetchReach-v0", max_episode_steps=None).unwrapped)
+    asymmetric = gym.make("FetchReach-v0")
+    asymmetric.unwrapped.action_space = gym.spaces.Box(0.0, 1.0, (4,))
+    with pytest.raises(ValueError, match="symmetric box"):
+        envs.check_goal_env(asymmetric)
+
+
 def test_flattening_with_gymnasium_wrappers():
     # Appendix A's FlattenDictWrapper example, with gymnasium's own wrappers.
     env = gym.make("FetchReach-v0")
