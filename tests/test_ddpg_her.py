@@ -4,8 +4,10 @@ import csv
 import glob
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from conftest import requires_gl
@@ -102,6 +104,61 @@ def evaluate(cwd, *options):
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "evaluate.py"), *options], cwd=cwd, capture_output=True,
                           text=True, env=dict(os.environ, MUJOCO_GL="egl"), timeout=300)
     return proc
+
+
+def start(cwd, *options):
+    """A run in the background, in its own process group (so a test can kill it with its env workers)."""
+    env = dict(os.environ, MUJOCO_GL="egl", WANDB_MODE="offline", PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, SCRIPT, *options], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
+
+
+def wait_for(proc, text, timeout=120):
+    """Read the run's output until a line contains `text`; returns the output so far."""
+    out, deadline = "", time.time() + timeout
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        out += line
+        if text in line:
+            return out
+        assert line or proc.poll() is None, f"the run ended before printing {text!r}:\n{out}"
+    raise AssertionError(f"no {text!r} within {timeout} s:\n{out}")
+
+
+def test_kill_9_then_resume_keeps_the_completed_epochs(tmp_path):
+    proc = start(tmp_path, *TINY, "--n-epochs", "1000", "--exp-name", "killed")
+    wait_for(proc, "epoch 2/1000")
+    os.killpg(proc.pid, signal.SIGKILL)  # the run and its env workers, with no chance to clean up
+    proc.wait()
+    path = run_dir(tmp_path, "killed")
+    done = len(metrics(path))
+    assert done >= 2
+    resumed = run(tmp_path, "--resume", path, "--n-epochs", str(done + 1))
+    assert f"resumed {os.path.join('runs', os.path.basename(path))} after epoch" in resumed.stdout
+    assert [int(row["epoch"]) for row in metrics(path)] == list(range(1, done + 2))
+
+
+def test_ctrl_c_says_how_to_resume(tmp_path):
+    proc = start(tmp_path, *TINY, "--n-epochs", "1000", "--exp-name", "stopped")
+    wait_for(proc, "epoch 1/1000")
+    os.kill(proc.pid, signal.SIGINT)
+    out = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 130
+    assert "interrupted after" in out and "completed epochs; continue from there with: python ddpg_her.py --resume" in out
+    assert "Traceback" not in out
+
+
+def test_a_dead_env_worker_stops_the_run_within_seconds(tmp_path):
+    proc = start(tmp_path, *TINY, "--n-epochs", "1000", "--exp-name", "crash")
+    wait_for(proc, "epoch 1/1000")
+    children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    workers = [pid for pid in children if "ddpg_her.py" in open(f"/proc/{pid}/cmdline").read()]
+    assert workers, children
+    os.kill(int(workers[0]), signal.SIGKILL)
+    t = time.time()
+    out = proc.communicate(timeout=60)[0]
+    assert time.time() - t < 30 and proc.returncode == 1
+    assert "an env worker died" in out and "--resume" in out
 
 
 def test_evaluation_entry_loads_a_checkpoint(tmp_path):
