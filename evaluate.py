@@ -74,7 +74,8 @@ def evaluate(path, episodes, seed=1, capture_video=False):
     """Test success of the saved policy over `episodes` deterministic episodes."""
     ckpt = torch.load(path, weights_only=False)
     cfg, dims = ckpt["args"], ckpt["dims"]
-    script = load_script(ckpt.get("script", "ddpg_her.py"))  # older checkpoints did not record it
+    script_path = ckpt.get("script", "ddpg_her.py")  # older checkpoints did not record it
+    script = load_script(script_path)
     torch.set_num_threads(1)  # one observation at a time: more threads only add synchronisation
     torch.set_float32_matmul_precision("medium" if cfg.get("bf16_matmul") else "highest")  # as in training
     env = gym.make(cfg["env_id"], render_mode="rgb_array" if capture_video else None)
@@ -86,7 +87,7 @@ def evaluate(path, episodes, seed=1, capture_video=False):
     successes = [test_episode(env, actor, norm, 10**9 + seed * 100_000 + i,
                               f"{video_dir}/episode{i:03d}" if capture_video else None) for i in range(episodes)]
     print(f"{cfg['env_id']}: test success {np.mean(successes):.3f} over {episodes} deterministic episodes "
-          f"({path}: {os.path.basename(ckpt['script'])}, {ckpt['epoch']} epochs)")
+          f"({path}: {os.path.basename(script_path)}, {ckpt['epoch']} epochs)")
     return float(np.mean(successes))
 
 
