@@ -10,17 +10,15 @@ os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering for --capture-vi
 # With --torch-threads > 1, idle OpenMP threads sleep instead of spinning: spinning threads stalled updates up to 100x
 # whenever another process shared the cores (README.md, Speed).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import contextlib
 import copy
-import csv
 import ctypes
 import json
-import random
 import signal
 import socket
 import sys
 import time
 from dataclasses import asdict, dataclass
-from typing import Optional
 
 import gymnasium as gym
 import numpy as np
@@ -30,6 +28,7 @@ import torch.nn.functional as F
 import tyro
 
 import envs  # registers FetchReach-v0, FetchPush-v0, ... and their ...Dense-v0 twins
+from evaluate import test_episode  # one deterministic test episode, recorded (--capture-video)
 
 DENSE = True  # this file's configuration: dense rewards, -distance to the goal (the ...Dense-v0 ids)
 USE_HER = False  # this file's configuration: plain DDPG, no hindsight relabelling
@@ -81,7 +80,7 @@ class Args:
     """normalised inputs are clipped to [-norm_clip, norm_clip] (paper: 5)"""
     norm_eps: float = 0.01
     """lower bound of the normaliser's std (Baselines: 0.01)"""
-    gamma: Optional[float] = None
+    gamma: float | None = None
     """discount; None means 1 - 1/T with T the episode length (Baselines: 0.98 for 50 steps)"""
     clip_return: bool = True
     """clip the critic's targets to [-1/(1-gamma), 0], the range of possible returns (Baselines)"""
@@ -93,9 +92,9 @@ class Args:
     """log to Weights & Biases (offline when there is no network)"""
     wandb_project_name: str = "multi-goal-rl"
     """the W&B project"""
-    wandb_entity: Optional[str] = None
+    wandb_entity: str | None = None
     """the W&B entity (team or user)"""
-    wandb_group: Optional[str] = None
+    wandb_group: str | None = None
     """the W&B group, e.g. to put the seeds of one configuration together"""
     wandb_tags: tuple[str, ...] = ()
     """W&B tags"""
@@ -105,16 +104,14 @@ class Args:
     """write runs/RUN_NAME/model.pt every epoch: actor, normaliser statistics and config, for evaluate.py"""
     checkpoint: bool = True
     """write runs/RUN_NAME/checkpoint.pt every epoch (everything needed to resume, replay buffer included)"""
-    resume: Optional[str] = None
+    resume: str | None = None
     """a run directory (runs/RUN_NAME) to continue from its last checkpoint, with its saved config"""
 
 
 def mlp(in_dim, out_dim, hidden, n_layers):
-    layers, d = [], in_dim
-    for _ in range(n_layers):
-        layers += [nn.Linear(d, hidden), nn.ReLU(inplace=True)]  # in place: one allocation less per layer
-        d = hidden
-    layers.append(nn.Linear(d, out_dim))
+    sizes = [in_dim] + [hidden] * n_layers  # ReLU in place: one allocation less per layer
+    layers = [m for a, b in zip(sizes, sizes[1:]) for m in (nn.Linear(a, b), nn.ReLU(inplace=True))]
+    layers.append(nn.Linear(sizes[-1], out_dim))
     for layer in layers[::2]:  # Baselines (TF dense layers): Glorot-uniform weights, zero biases
         nn.init.xavier_uniform_(layer.weight)
         nn.init.zeros_(layer.bias)
@@ -150,12 +147,10 @@ class Normalizer:
 
     def update(self, x):
         x = np.clip(x, -self.clip_obs, self.clip_obs).astype(np.float64)
-        self.sum += x.sum(0)
-        self.sumsq += np.square(x).sum(0)
-        self.count += len(x)
+        self.sum, self.sumsq, self.count = self.sum + x.sum(0), self.sumsq + np.square(x).sum(0), self.count + len(x)
         mean = self.sum / self.count
-        self.mean[:] = torch.from_numpy(mean)
-        self.std[:] = torch.from_numpy(np.sqrt(np.maximum(self.eps**2, self.sumsq / self.count - np.square(mean))))
+        std = np.sqrt(np.maximum(self.eps**2, self.sumsq / self.count - np.square(mean)))
+        self.mean[:], self.std[:] = torch.from_numpy(mean), torch.from_numpy(std)
 
     def __call__(self, x):
         x = (x.clamp(-self.clip_obs, self.clip_obs) - self.mean) / self.std
@@ -163,11 +158,9 @@ class Normalizer:
 
 
 def sample_transitions(ep, n, her_future_p, rng):
-    """n transitions from the episodes `ep` (o, ag: T+1 rows; g, u: T rows), with HER 'future' relabelling.
-
-    Returns x = [o, g'] and x2 = [o', g'] side by side in one (2, n, dim_o + dim_g) array, actions and next
-    achieved goals (for the reward). All in numpy, no loop over samples (Baselines' her_sampler.py).
-    """
+    """n transitions from the episodes `ep` (o, ag: T+1 rows; g, u: T rows) with HER 'future' relabelling, in numpy
+    with no loop over samples (Baselines' her_sampler.py). Returns [[o, g'], [o', g']] as one (2, n, dim_o + dim_g)
+    array, the actions, and the next achieved goals (for the reward)."""
     n_eps, T = ep["u"].shape[:2]
     e, t = rng.integers(0, n_eps, n), rng.integers(0, T, n)
     # With probability her_future_p the goal becomes an achieved goal of a later step of the same episode,
@@ -192,11 +185,8 @@ class EpisodeReplay:
 
     def store(self, batch):
         k = len(batch["u"])
-        # Baselines: fill in order, then overwrite random episodes once full.
-        idx = np.arange(self.n, self.n + k)
-        if self.n + k > self.size:
-            free = np.arange(self.n, self.size)
-            idx = np.concatenate([free, self.rng.integers(0, self.n, k - len(free))])
+        free = np.arange(self.n, min(self.size, self.n + k))  # Baselines: fill in order, then overwrite random episodes
+        idx = np.concatenate([free, self.rng.integers(0, self.n, k - len(free))])
         for key, arr in self.ep.items():
             arr[idx] = batch[key]
         self.n = min(self.size, self.n + k)
@@ -206,11 +196,8 @@ class EpisodeReplay:
 
 
 def update(nets, optimizer, norm, x, u, r, gamma, clip_return, action_l2):
-    """One gradient step of actor and critic on a batch: x = [[o, g], [o', g]] (2, B, dim), u (B, dim_u), r (B, 1).
-
-    Both gradients come from the same parameters and one Adam step applies them, as in Baselines (whose two
-    gradients were computed in one session run, then applied). Returns [actor loss, critic loss, mean Q].
-    """
+    """One gradient step of actor and critic on x = [[o, g], [o', g]] (2, B, dim), u (B, dim_u), r (B, 1). Both
+    gradients come from the same parameters, applied by one Adam step (as in Baselines). Returns [a_loss, c_loss, Q]."""
     actor, critic, actor_target, critic_target = nets
     x = norm(x)
     with torch.no_grad():
@@ -256,10 +243,8 @@ def atomic_save(obj, path):
 
 
 def write_csv(rows, path):  # rewritten whole and atomically each epoch, so a resume can restore it from a checkpoint
-    with open(path + ".tmp", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    with open(path + ".tmp", "w") as f:
+        f.write("".join(",".join(map(str, row)) + "\n" for row in [rows[0].keys()] + [r.values() for r in rows]))
     os.replace(path + ".tmp", path)
 
 
@@ -306,17 +291,13 @@ if __name__ == "__main__":
         print(message, flush=True)
         print(message, file=log_file)
 
-    # TRY NOT TO MODIFY: seeding and threads (same seed and thread count -> the same run on a CPU)
-    random.seed(args.seed)
-    np.random.seed(args.seed)
+    # TRY NOT TO MODIFY: seeding and threads (same seed and threads, same run on a CPU; resumes restore rng and torch's)
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     torch.set_num_threads(args.torch_threads or len(os.sched_getaffinity(0)))
     torch.set_float32_matmul_precision("medium" if args.bf16_matmul else "highest")
-    try:  # glibc would give freed tensors back to the OS and page-fault them in again at every update (~10% of one)
+    with contextlib.suppress(OSError):  # glibc gives freed tensors back to the OS, then page-faults them in again
         ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 25), ctypes.CDLL("libc.so.6").mallopt(-1, 1 << 30)  # mmap, trim
-    except OSError:
-        pass  # not glibc
 
     config = dict(asdict(args), run_name=run_name, T=T, gamma=gamma, clip_return_value=clip_return,
                   her_future_p=her_future_p, dims=dims, torch=torch.__version__, threads=torch.get_num_threads())
@@ -328,19 +309,16 @@ if __name__ == "__main__":
         if "WANDB_MODE" not in os.environ:  # never block: offline without a network or an API key (`wandb sync` later)
             try:
                 socket.create_connection(("api.wandb.ai", 443), timeout=3).close()
+                os.environ["WANDB_MODE"] = "online" if wandb.api.api_key else "offline"
             except OSError:
                 os.environ["WANDB_MODE"] = "offline"
-            os.environ.setdefault("WANDB_MODE", "online" if wandb.api.api_key else "offline")
         wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, group=args.wandb_group,
                    tags=list(args.wandb_tags), name=run_name, id=run_name.replace("/", "_"), resume="allow",
                    config=config, save_code=True)
 
     # Fork the env workers before any torch computation has started OpenMP threads (forking after is unsafe).
     vec = gym.vector.AsyncVectorEnv([lambda: gym.make(args.env_id)] * args.n_envs)
-    if args.capture_video:  # one deterministic test episode per epoch, recorded by evaluate.py's helper
-        from evaluate import test_episode
-
-        video_env = gym.make(args.env_id, render_mode="rgb_array")
+    video_env = gym.make(args.env_id, render_mode="rgb_array") if args.capture_video else None  # one episode an epoch
 
     # ALGO LOGIC: networks, one Adam for both (two parameter groups), target networks
     actor = Actor(dims["x"], dims["u"], args.hidden, args.n_layers, max_u)
@@ -383,7 +361,6 @@ if __name__ == "__main__":
         for k, v in ckpt["replay"].items():
             replay.ep[k][: replay.n] = v
         rng.bit_generator.state = ckpt["np_rng"]
-        random.setstate(ckpt["py_rng"])
         torch.set_rng_state(ckpt["torch_rng"])
         start_epoch, global_step, episodes, n_updates = ckpt["epoch"], ckpt["step"], ckpt["episodes"], ckpt["updates"]
         elapsed_before, rows = ckpt["elapsed"], ckpt["rows"]
@@ -450,7 +427,7 @@ if __name__ == "__main__":
                 atomic_save(dict(model, run_name=run_name, nets=[net.state_dict() for net in nets],
                                  optimizer=optimizer.state_dict(), replay_n=replay.n,
                                  replay={k: v[: replay.n] for k, v in replay.ep.items()},
-                                 np_rng=rng.bit_generator.state, py_rng=random.getstate(),
+                                 np_rng=rng.bit_generator.state,
                                  torch_rng=torch.get_rng_state(), step=global_step, episodes=episodes,
                                  updates=n_updates, elapsed=elapsed, rows=rows),
                             f"{run_dir}/checkpoint.pt")
