@@ -204,3 +204,13 @@ def test_learns_fetch_reach(tmp_path):
         "--batch-size", "256", "--n-test-rollouts", "5", "--exp-name", "reach")
     rows = metrics(run_dir(tmp_path, "reach"))
     assert float(rows[-1]["test_success"]) >= 0.9, [row["test_success"] for row in rows]
+
+
+def test_track_goes_offline_without_a_network(tmp_path):
+    """--track with no W&B server reachable (as on CI) runs to the end and leaves an offline run for `wandb sync`."""
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_MODE"}
+    proc = subprocess.run([sys.executable, SCRIPT, *TINY, "--n-epochs", "2", "--exp-name", "wb", "--track"],
+                          cwd=tmp_path, capture_output=True, text=True, env=dict(env, MUJOCO_GL="egl"), timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert len(metrics(run_dir(tmp_path, "wb"))) == 2
+    assert glob.glob(os.path.join(tmp_path, "wandb", "offline-run-*", "run-*.wandb"))
