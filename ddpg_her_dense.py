@@ -279,9 +279,8 @@ if __name__ == "__main__":
     clip_return = 1.0 / (1.0 - gamma) if args.clip_return else np.inf  # Baselines: |return| <= sum of gamma^t
     her_future_p = 1.0 - 1.0 / (1.0 + args.replay_k) if USE_HER else 0.0  # Baselines' her_sampler.py
     max_u = float(env.action_space.high[0])
-    dims = dict(o=env.observation_space["observation"].shape[0], g=env.observation_space["desired_goal"].shape[0],
-                u=env.action_space.shape[0])
-    dims["ag"], dims["x"] = dims["g"], dims["o"] + dims["g"]
+    dim_o, dim_g = env.observation_space["observation"].shape[0], env.observation_space["desired_goal"].shape[0]
+    dims = dict(o=dim_o, g=dim_g, ag=dim_g, x=dim_o + dim_g, u=env.action_space.shape[0])
     if args.buffer_size < args.n_envs * T:
         fail(f"--buffer-size {args.buffer_size} cannot hold one cycle of {args.n_envs} episodes of {T} steps")
     run_name = ckpt["run_name"] if ckpt else f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
@@ -375,8 +374,7 @@ if __name__ == "__main__":
             f"{args.n_envs * args.n_cycles} episodes and {args.n_cycles * args.n_batches} updates of batch "
             f"{args.batch_size} per epoch; T={T}, gamma={gamma:.4f}, her_future_p={her_future_p}")
 
-    start_time = time.time()
-    completed = start_epoch  # epochs whose checkpoint is on disk
+    start_time, completed = time.time(), start_epoch  # completed: epochs whose checkpoint is on disk
     # `kill` (SIGTERM) stops a run like Ctrl-C does; SIGINT is restored for runs started in the background with `&`.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -386,6 +384,8 @@ if __name__ == "__main__":
             vec.reset(seed=args.seed * 100_000 + epoch * args.n_envs)
             epoch_start, train_success, stats = time.time(), [], torch.zeros(3)
             for cycle in range(args.n_cycles):
+                if sys.stdout.isatty():  # a live count within the epoch, overwritten by the epoch's line (not logged)
+                    print(f"epoch {epoch + 1}/{args.n_epochs}: cycle {cycle + 1}/{args.n_cycles}", end="\r", flush=True)
                 success, keep = rollout(explore=True)
                 train_success.append(success)
                 global_step += args.n_envs * T
