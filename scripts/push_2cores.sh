@@ -1,17 +1,25 @@
 #!/usr/bin/env bash
-# What README.md (Training, "Measured on this machine") reports for a 2-core machine, on FetchPush-v0 with the
-# defaults: DDPG+HER sparse on 3 seeds (bf16 matmuls, the default) and the same 3 seeds in fp32 (--no-bf16-matmul),
-# one seed of each other configuration, then the figures. Runs go one after another, about 4 hours in all.
+# The runs behind README.md's "Measured on this machine" (FetchPush-v0, the 2-core defaults), one after another so
+# that their timings stay comparable, then their logs copied to results/push_2cores/ and the figures drawn from there.
+# About 2 hours on 2 cores: DDPG+HER sparse on 3 seeds (bf16 matmuls, the default), the same seed 1 in fp32
+# (--no-bf16-matmul), and seed 1 of each other configuration (DDPG+HER dense for longer: it learns later).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for seed in 1 2 3; do
-  python ddpg_her.py --env-id FetchPush-v0 --seed "$seed" --n-epochs 18 --save-model
-  python ddpg_her.py --env-id FetchPush-v0 --seed "$seed" --n-epochs 18 --no-bf16-matmul --exp-name ddpg_her_fp32
+python ddpg_her.py --env-id FetchPush-v0 --seed 1 --n-epochs 18 --save-model
+python ddpg_her_dense.py --env-id FetchPushDense-v0 --seed 1 --n-epochs 30
+python ddpg.py --env-id FetchPush-v0 --seed 1 --n-epochs 15
+python ddpg_dense.py --env-id FetchPushDense-v0 --seed 1 --n-epochs 15
+python ddpg_her.py --env-id FetchPush-v0 --seed 2 --n-epochs 18 --save-model
+python ddpg_her.py --env-id FetchPush-v0 --seed 3 --n-epochs 18 --save-model
+python ddpg_her.py --env-id FetchPush-v0 --seed 1 --n-epochs 18 --no-bf16-matmul --exp-name ddpg_her_fp32
+# Keep the small logs (not the checkpoints) with the repository: the figures can be redrawn from them.
+for run in runs/FetchPush*-v0__*; do
+  mkdir -p "results/push_2cores/$(basename "$run")"
+  cp "$run"/{config.json,metrics.csv,log.txt} "results/push_2cores/$(basename "$run")/"
 done
-python ddpg_her_dense.py --env-id FetchPushDense-v0 --seed 1 --n-epochs 36
-python ddpg.py --env-id FetchPush-v0 --seed 1 --n-epochs 20
-python ddpg_dense.py --env-id FetchPushDense-v0 --seed 1 --n-epochs 20
-python scripts/plot.py --envs FetchPush-v0 --exps ddpg_her ddpg_her_fp32 --out figures/push_bf16_vs_fp32.png
-python scripts/plot.py --envs FetchPush-v0 --exps ddpg_her ddpg_her_dense ddpg ddpg_dense --out figures/push_2cores.png
-python scripts/plot.py --envs FetchPush-v0 --exps ddpg_her ddpg_her_dense ddpg ddpg_dense --x elapsed_s \
-  --out figures/push_2cores_minutes.png
+python scripts/plot.py --runs-dir results/push_2cores --exps ddpg_her ddpg_her_dense ddpg ddpg_dense \
+  --title "FetchPush-v0, 2-core defaults" --out figures/push_2cores.png
+python scripts/plot.py --runs-dir results/push_2cores --exps ddpg_her ddpg_her_dense ddpg ddpg_dense --x elapsed_s \
+  --title "FetchPush-v0, 2-core defaults" --out figures/push_2cores_minutes.png
+python scripts/plot.py --runs-dir results/push_2cores --envs FetchPush-v0 --exps ddpg_her ddpg_her_fp32 \
+  --title "DDPG+HER, bf16 matmuls (default) vs fp32" --out figures/push_bf16_vs_fp32.png
