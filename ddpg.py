@@ -53,7 +53,7 @@ class Args:
     batch_size: int = 1024
     """transitions per update, i.e. the effective batch (paper: 256 per worker, gradients averaged over 19 workers)"""
     paper_budget: bool = False
-    """the paper's budget per epoch: sets n_envs=38 and batch_size=19*256=4864 (1900 episodes, 2000 updates)"""
+    """the paper's budget: n_envs=38, batch_size=19*256 (1900 episodes, 2000 updates an epoch), buffer_size=19*1e6"""
     n_test_rollouts: int = 10
     """test rounds per epoch, each n_envs deterministic episodes (paper: 10 per worker, 2 episodes each)"""
     buffer_size: int = 1_000_000
@@ -263,7 +263,7 @@ if __name__ == "__main__":
             saved["n_epochs"] = args.n_epochs  # the one option a resumed run may change: extend (or cut) it
         args = Args(**{**saved, "resume": args.resume, "track": args.track})
     if args.paper_budget:
-        args.n_envs, args.batch_size = 38, 19 * 256
+        args.n_envs, args.batch_size, args.buffer_size = 38, 19 * 256, 19 * 1_000_000  # 19 workers' buffers of 1e6
     check_args(args)
     # One env in this process gives the spaces, T and compute_reward, called once per batch of relabelled goals.
     env = gym.make(args.env_id)
@@ -345,8 +345,8 @@ if __name__ == "__main__":
                 u = np.where(rng.random((len(u), 1)) < args.random_eps, rng.uniform(-max_u, max_u, u.shape), u)
             ep["u"][:, t] = u
             obs, _, terminated, truncated, info = vec.step(u)
-            # An episode that ends before T (the env reports an unstable simulation) is not stored.
-            keep &= ~(terminated | truncated) if t < T - 1 else truncated & ~terminated
+            # An episode that the env ends before T, or whose simulation went unstable (MuJoCo reset it), is not stored.
+            keep &= ~(terminated | (truncated if t < T - 1 else info.get("sim_unstable", False)))
         ep["o"][:, T], ep["ag"][:, T] = obs["observation"], obs["achieved_goal"]
         return np.asarray(info["is_success"], np.float64), keep
 
