@@ -57,7 +57,7 @@ class Args:
     n_test_rollouts: int = 10
     """test rounds per epoch, each n_envs deterministic episodes (paper: 10 per worker, 2 episodes each)"""
     buffer_size: int = 1_000_000
-    """replay capacity in transitions, stored as whole episodes (paper: 1e6)"""
+    """replay capacity in transitions, stored as whole episodes (paper: 1e6 per worker, 19e6 in all)"""
     actor_lr: float = 1e-3
     """Adam learning rate of the actor (paper: 1e-3)"""
     critic_lr: float = 1e-3
