@@ -7,9 +7,6 @@
 import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering for --capture-video; read when mujoco first renders
-# With --torch-threads > 1, idle OpenMP threads sleep instead of spinning: spinning threads stalled updates up to 100x
-# whenever another process shared the cores (README.md, Speed).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import contextlib
 import copy
 import ctypes
@@ -84,10 +81,10 @@ class Args:
     """discount; None means 1 - 1/T with T the episode length (Baselines: 0.98 for 50 steps)"""
     clip_return: bool = True
     """clip the critic's targets to [-1/(1-gamma), 0], the range of possible returns (Baselines)"""
-    torch_threads: int = 1
-    """torch intra-op threads; 0 = one per core (faster only for big batches on an otherwise idle machine)"""
+    torch_threads: int = 0
+    """torch threads for the updates, 0 = one per core (rollouts use one); 1 if other jobs share the cores"""
     bf16_matmul: bool = True
-    """matmuls in bfloat16 via oneDNN, fp32 weights and sums (~2x faster updates where the CPU has AMX; same curves)"""
+    """hidden layers' matmuls in bfloat16 where the CPU has AVX512-BF16 or AMX (~2x faster; same learning curves)"""
     track: bool = False
     """log to Weights & Biases (offline when there is no network)"""
     wandb_project_name: str = "multi-goal-rl"
@@ -118,22 +115,32 @@ def mlp(in_dim, out_dim, hidden, n_layers):
     return nn.Sequential(*layers)
 
 
+def mlp_forward(net, x, bf16):
+    """The hidden layers, with their matmuls in bfloat16 if bf16 (autocast: weights, gradients and Adam stay fp32),
+    then the output layer in fp32, so that Q-values and actions keep fp32 resolution (bf16 has an 8-bit mantissa)."""
+    *hidden, output = net
+    with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+        for layer in hidden:
+            x = layer(x)
+    return output(x.float())
+
+
 class Actor(nn.Module):
-    def __init__(self, in_dim, act_dim, hidden, n_layers, max_u):
+    def __init__(self, in_dim, act_dim, hidden, n_layers, max_u, bf16=False):
         super().__init__()
-        self.net, self.max_u = mlp(in_dim, act_dim, hidden, n_layers), max_u
+        self.net, self.max_u, self.bf16 = mlp(in_dim, act_dim, hidden, n_layers), max_u, bf16
 
     def forward(self, x):
-        return self.max_u * torch.tanh(self.net(x))
+        return self.max_u * torch.tanh(mlp_forward(self.net, x, self.bf16))
 
 
 class Critic(nn.Module):
-    def __init__(self, in_dim, act_dim, hidden, n_layers, max_u):
+    def __init__(self, in_dim, act_dim, hidden, n_layers, max_u, bf16=False):
         super().__init__()
-        self.net, self.max_u = mlp(in_dim + act_dim, 1, hidden, n_layers), max_u
+        self.net, self.max_u, self.bf16 = mlp(in_dim + act_dim, 1, hidden, n_layers), max_u, bf16
 
-    def forward(self, x, u):
-        return self.net(torch.cat([x, u / self.max_u], 1))  # Baselines feeds actions scaled to [-1, 1]
+    def forward(self, x, u):  # Baselines feeds actions scaled to [-1, 1]
+        return mlp_forward(self.net, torch.cat([x, u / self.max_u], 1), self.bf16)
 
 
 class Normalizer:
@@ -293,13 +300,14 @@ if __name__ == "__main__":
     # TRY NOT TO MODIFY: seeding and threads (same seed and threads, same run on a CPU; resumes restore rng and torch's)
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
-    torch.set_num_threads(args.torch_threads or len(os.sched_getaffinity(0)))
-    torch.set_float32_matmul_precision("medium" if args.bf16_matmul else "highest")
+    update_threads = args.torch_threads or len(os.sched_getaffinity(0))
+    torch.set_num_threads(1)  # rollouts: the policy on n_envs observations, too small to share out; updates: below
+    bf16 = args.bf16_matmul and torch.ops.mkldnn._is_mkldnn_bf16_supported()  # AVX512-BF16 or AMX, else emulated
     with contextlib.suppress(OSError):  # glibc gives freed tensors back to the OS, then page-faults them in again
         ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 25), ctypes.CDLL("libc.so.6").mallopt(-1, 1 << 30)  # mmap, trim
 
     config = dict(asdict(args), run_name=run_name, T=T, gamma=gamma, clip_return_value=clip_return,
-                  her_future_p=her_future_p, dims=dims, torch=torch.__version__, threads=torch.get_num_threads())
+                  her_future_p=her_future_p, dims=dims, torch=torch.__version__, threads=update_threads, bf16=bf16)
     with open(f"{run_dir}/config.json", "w") as f:
         json.dump(config, f, indent=2)
     if args.track:
@@ -320,8 +328,8 @@ if __name__ == "__main__":
     video_env = gym.make(args.env_id, render_mode="rgb_array") if args.capture_video else None  # one episode an epoch
 
     # ALGO LOGIC: networks, one Adam for both (two parameter groups), target networks
-    actor = Actor(dims["x"], dims["u"], args.hidden, args.n_layers, max_u)
-    critic = Critic(dims["x"], dims["u"], args.hidden, args.n_layers, max_u)
+    actor = Actor(dims["x"], dims["u"], args.hidden, args.n_layers, max_u, bf16)
+    critic = Critic(dims["x"], dims["u"], args.hidden, args.n_layers, max_u, bf16)
     actor_target, critic_target = copy.deepcopy(actor), copy.deepcopy(critic)
     nets = (actor, critic, actor_target, critic_target)
     main_params = list(actor.parameters()) + list(critic.parameters())
@@ -370,7 +378,8 @@ if __name__ == "__main__":
     else:
         log(f"run {run_dir}: {args.env_id}, {args.n_envs} envs x {args.n_cycles} cycles = "
             f"{args.n_envs * args.n_cycles} episodes and {args.n_cycles * args.n_batches} updates of batch "
-            f"{args.batch_size} per epoch; T={T}, gamma={gamma:.4f}, her_future_p={her_future_p}")
+            f"{args.batch_size} per epoch; T={T}, gamma={gamma:.4f}, her_future_p={her_future_p}; "
+            f"updates on {update_threads} threads, {'bf16' if bf16 else 'fp32'} matmuls")
 
     start_time, completed = time.time(), start_epoch  # completed: epochs whose checkpoint is on disk
     # `kill` (SIGTERM) stops a run like Ctrl-C does; SIGINT is restored for runs started in the background with `&`.
@@ -393,11 +402,13 @@ if __name__ == "__main__":
                 # Baselines: the normaliser sees the new episodes as the learner will (here: no relabelling).
                 x, _, _ = sample_transitions(new, len(new["u"]) * T, her_future_p, rng)
                 norm.update(x[0])
+                torch.set_num_threads(update_threads)
                 for _ in range(args.n_batches):
                     x, u, ag_next = replay.sample(args.batch_size, her_future_p)
                     r = compute_reward(ag_next, x[0, :, dims["o"] :], {}).astype(np.float32)  # one batched call
                     stats += update(nets, optimizer, norm, torch.from_numpy(x), torch.from_numpy(u),
                                     torch.from_numpy(r)[:, None], gamma, clip_return, args.action_l2)
+                torch.set_num_threads(1)
                 n_updates += args.n_batches
                 with torch.no_grad():  # Baselines: target networks move once per cycle, after its n_batches updates
                     torch._foreach_lerp_(target_params, main_params, 1.0 - args.polyak)

@@ -5,13 +5,11 @@
 # (--no-bf16-matmul), and seed 1 of each other configuration (DDPG+HER dense for longer: it learns later).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python ddpg_her.py --env-id FetchPush-v0 --seed 1 --n-epochs 18 --save-model
-python ddpg_her_dense.py --env-id FetchPushDense-v0 --seed 1 --n-epochs 30
-python ddpg.py --env-id FetchPush-v0 --seed 1 --n-epochs 15
-python ddpg_dense.py --env-id FetchPushDense-v0 --seed 1 --n-epochs 15
-python ddpg_her.py --env-id FetchPush-v0 --seed 2 --n-epochs 18 --save-model
-python ddpg_her.py --env-id FetchPush-v0 --seed 3 --n-epochs 18 --save-model
+for seed in 1 2 3; do python ddpg_her.py --env-id FetchPush-v0 --seed $seed --n-epochs 18 --save-model; done
 python ddpg_her.py --env-id FetchPush-v0 --seed 1 --n-epochs 18 --no-bf16-matmul --exp-name ddpg_her_fp32
+python ddpg_her_dense.py --env-id FetchPushDense-v0 --seed 1 --n-epochs 30
+python ddpg.py --env-id FetchPush-v0 --seed 1 --n-epochs 10
+python ddpg_dense.py --env-id FetchPushDense-v0 --seed 1 --n-epochs 10
 # Keep the small logs (not the checkpoints) with the repository: the figures can be redrawn from them.
 for run in runs/FetchPush*-v0__*; do
   mkdir -p "results/push_2cores/$(basename "$run")"
