@@ -117,14 +117,12 @@ def mlp(in_dim, out_dim, hidden, n_layers):
     return nn.Sequential(*layers)
 
 
-def mlp_forward(net, x, bf16):
-    """The hidden layers, with their matmuls in bfloat16 if bf16 (autocast: weights, gradients and Adam stay fp32),
-    then the output layer in fp32, so that Q-values and actions keep fp32 resolution (bf16 has an 8-bit mantissa)."""
+def mlp_forward(net, x, bf16):  # bf16: the hidden layers' matmuls in bfloat16 (autocast; weights, Adam: fp32)
     *hidden, output = net
     with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
         for layer in hidden:
             x = layer(x)
-    return output(x.float())
+    return output(x.float())  # the output layer in fp32: Q-values and actions keep fp32 resolution (not 8 bits)
 
 
 class Actor(nn.Module):
@@ -146,8 +144,7 @@ class Critic(nn.Module):
 
 
 class Normalizer:
-    """Running mean/std per element of [observation, goal] (Baselines' normalizer.py). Baselines keeps one for o and
-    one for g; normalisation is elementwise, so one over the concatenation is the same and costs one op per batch."""
+    """Running mean/std per element of [o, g] (Baselines' normalizer.py keeps one for o and one for g: the same)."""
 
     def __init__(self, size, eps, clip_obs, norm_clip):
         self.eps, self.clip_obs, self.norm_clip = eps, clip_obs, norm_clip
@@ -267,10 +264,9 @@ if __name__ == "__main__":
         ckpt = torch.load(path, weights_only=False)
         if "rows" not in ckpt:
             fail(f"--resume {args.resume}: its checkpoint.pt was written by an older version of this script")
-        saved = ckpt["args"]
-        if any(a.startswith("--n-epochs") for a in sys.argv):
-            saved["n_epochs"] = args.n_epochs  # the one option a resumed run may change: extend (or cut) it
-        args = Args(**{**saved, "resume": args.resume, "track": args.track})
+        extend = any(a.startswith("--n-epochs") for a in sys.argv)  # the one option a resumed run may change
+        args = Args(**{**ckpt["args"], "n_epochs": args.n_epochs if extend else ckpt["args"]["n_epochs"],
+                       "resume": args.resume, "track": args.track})
     if args.paper_budget:
         args.n_envs, args.batch_size, args.buffer_size = 38, 19 * 256, 19 * 1_000_000  # 19 workers' buffers of 1e6
     check_args(args)
@@ -302,9 +298,9 @@ if __name__ == "__main__":
     # TRY NOT TO MODIFY: seeding and threads (same seed and threads, same run on a CPU; resumes restore rng and torch's)
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
-    update_threads = args.torch_threads or len(os.sched_getaffinity(0))
+    update_threads = args.torch_threads or torch.get_num_threads()  # PyTorch's default: one per physical core
     torch.set_num_threads(1)  # rollouts: the policy on n_envs observations, too small to share out; updates: below
-    bf16 = args.bf16_matmul and torch.ops.mkldnn._is_mkldnn_bf16_supported()  # AVX512-BF16 or AMX, else emulated
+    bf16 = args.bf16_matmul and torch.ops.mkldnn._is_mkldnn_bf16_supported()  # AVX512-BF16 or AMX, else fp32
     with contextlib.suppress(OSError):  # glibc gives freed tensors back to the OS, then page-faults them in again
         ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 25), ctypes.CDLL("libc.so.6").mallopt(-1, 1 << 30)  # mmap, trim
 
@@ -316,11 +312,10 @@ if __name__ == "__main__":
         import wandb
 
         if "WANDB_MODE" not in os.environ:  # never block: offline without a network or an API key (`wandb sync` later)
-            try:
+            with contextlib.suppress(OSError):
                 socket.create_connection(("api.wandb.ai", 443), timeout=3).close()
                 os.environ["WANDB_MODE"] = "online" if wandb.api.api_key else "offline"
-            except OSError:
-                os.environ["WANDB_MODE"] = "offline"
+            os.environ.setdefault("WANDB_MODE", "offline")
         wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, group=args.wandb_group,
                    tags=list(args.wandb_tags), name=run_name, id=run_name.replace("/", "_"), resume="allow",
                    config=config, save_code=True)
@@ -361,36 +356,33 @@ if __name__ == "__main__":
         return np.asarray(info["is_success"], np.float64), keep
 
     start_epoch, global_step, episodes, n_updates, elapsed_before, rows = 0, 0, 0, 0, 0.0, []
+    precision = "bf16 matmuls" if bf16 else "fp32" + (" (this CPU has no bf16 matmuls)" if args.bf16_matmul else "")
     if ckpt:  # restore everything the next epoch depends on
         for net, state in zip(nets, ckpt["nets"], strict=True):
             net.load_state_dict(state)
         optimizer.load_state_dict(ckpt["optimizer"])
         vars(norm).update(ckpt["normalizer"])
-        replay.n = ckpt["replay_n"]
-        for k, v in ckpt["replay"].items():
-            replay.ep[k][: replay.n] = v
+        replay.store(ckpt["replay"])  # into the empty buffer, in order
         rng.bit_generator.state = ckpt["np_rng"]
         torch.set_rng_state(ckpt["torch_rng"])
         start_epoch, global_step, episodes, n_updates = ckpt["epoch"], ckpt["step"], ckpt["episodes"], ckpt["updates"]
         elapsed_before, rows = ckpt["elapsed"], ckpt["rows"]
         write_csv(rows, f"{run_dir}/metrics.csv")  # drops rows of epochs after the checkpoint: they are redone
         log(f"resumed {run_dir} after epoch {start_epoch} ({global_step:,} env steps, {episodes:,} episodes); "
-            f"epochs {start_epoch + 1}..{args.n_epochs} to go")
+            f"epochs {start_epoch + 1}..{args.n_epochs} to go; updates on {update_threads} threads, {precision}")
         ckpt = None  # the replay copy in it is as big as the replay buffer
     else:
-        log(f"run {run_dir}: {args.env_id}, {args.n_envs} envs x {args.n_cycles} cycles = "
-            f"{args.n_envs * args.n_cycles} episodes and {args.n_cycles * args.n_batches} updates of batch "
-            f"{args.batch_size} per epoch; T={T}, gamma={gamma:.4f}, her_future_p={her_future_p}; "
-            f"updates on {update_threads} threads, {'bf16' if bf16 else 'fp32'} matmuls")
+        log(f"run {run_dir}: {args.env_id}, {args.n_envs} envs x {args.n_cycles} cycles = {args.n_envs * args.n_cycles}"
+            f" episodes and {args.n_cycles * args.n_batches} updates of batch {args.batch_size} per epoch; T={T}, "
+            f"gamma={gamma:.4f}, her_future_p={her_future_p}; updates on {update_threads} threads, {precision}")
 
     start_time, completed = time.time(), start_epoch  # completed: epochs whose checkpoint is on disk
     # `kill` (SIGTERM) stops a run like Ctrl-C does; SIGINT is restored for runs started in the background with `&`.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.default_int_handler)
     try:
         for epoch in range(start_epoch, args.n_epochs):
-            # Seeding the envs at every epoch start makes an epoch reproducible from its checkpoint alone.
-            vec.reset(seed=args.seed * 100_000 + epoch * args.n_envs)
+            vec.reset(seed=args.seed * 100_000 + epoch * args.n_envs)  # seeded per epoch: resumes repeat runs exactly
             epoch_start, train_success, stats = time.time(), [], torch.zeros(3)
             for cycle in range(args.n_cycles):
                 if sys.stdout.isatty():  # a live count within the epoch, overwritten by the epoch's line (not logged)
@@ -437,13 +429,11 @@ if __name__ == "__main__":
             if args.save_model:
                 atomic_save(model, f"{run_dir}/model.pt")
             if args.checkpoint:
-                atomic_save(dict(model, run_name=run_name, nets=[net.state_dict() for net in nets],
-                                 optimizer=optimizer.state_dict(), replay_n=replay.n,
-                                 replay={k: v[: replay.n] for k, v in replay.ep.items()},
-                                 np_rng=rng.bit_generator.state,
+                atomic_save(dict(model, run_name=run_name, nets=[net.state_dict() for net in nets], rows=rows,
+                                 optimizer=optimizer.state_dict(), np_rng=rng.bit_generator.state,
+                                 replay={k: v[: replay.n] for k, v in replay.ep.items()}, elapsed=elapsed,
                                  torch_rng=torch.get_rng_state(), step=global_step, episodes=episodes,
-                                 updates=n_updates, elapsed=elapsed, rows=rows),
-                            f"{run_dir}/checkpoint.pt")
+                                 updates=n_updates), f"{run_dir}/checkpoint.pt")
             completed = epoch + 1
     except (KeyboardInterrupt, EOFError, BrokenPipeError, ConnectionResetError) as error:
         what = "interrupted" if isinstance(error, KeyboardInterrupt) else f"an env worker died ({type(error).__name__})"

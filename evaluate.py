@@ -14,7 +14,6 @@ import sys
 from dataclasses import dataclass
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; read when mujoco first renders
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as in the training scripts, before torch loads OpenMP
 
 import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
@@ -77,10 +76,10 @@ def evaluate(path, episodes, seed=1, capture_video=False):
     script_path = ckpt.get("script", "ddpg_her.py")  # older checkpoints did not record it
     script = load_script(script_path)
     torch.set_num_threads(1)  # one observation at a time: more threads only add synchronisation
-    torch.set_float32_matmul_precision("medium" if cfg.get("bf16_matmul") else "highest")  # as in training
     env = gym.make(cfg["env_id"], render_mode="rgb_array" if capture_video else None)
     actor = script.Actor(dims["x"], dims["u"], cfg["hidden"], cfg["n_layers"], ckpt["max_u"])
     actor.load_state_dict(ckpt["actor"])
+    actor.bf16 = cfg.get("bf16_matmul", False) and torch.ops.mkldnn._is_mkldnn_bf16_supported()  # as in training
     norm = script.Normalizer(dims["x"], cfg["norm_eps"], cfg["clip_obs"], cfg["norm_clip"])
     vars(norm).update(ckpt["normalizer"])
     video_dir = f"videos/eval__{os.path.basename(os.path.dirname(os.path.abspath(path)))}"

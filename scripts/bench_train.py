@@ -1,16 +1,15 @@
 """Speed of ddpg_her.py on this machine, measured in one run and printed side by side.
 
-    python scripts/bench_train.py                 # about 2 minutes on 2 cores
+    python scripts/bench_train.py                 # about a minute on 2 cores
     python scripts/bench_train.py --skip-train    # only the update and sampling micro-benchmarks
 
 1. env steps per second of a short training run of ddpg_her.py with its defaults (FetchPush-v0, 10 cycles);
 2. ms per update (actor + critic gradient step, then one target-network update) at batch 256, the default batch and
    the paper's effective batch 19 x 256: a plain PyTorch update written the obvious way (two Adam optimisers,
    separate forward passes, a per-parameter polyak loop), ddpg_her.py's `update` in fp32 (--no-bf16-matmul), and
-   the same as ddpg_her.py runs it by default (fp32 weights, matmuls in bfloat16 through oneDNN). All three run in
-   this process with the script's thread setting (--torch-threads, default 1). The plain update is timed a second
-   time in a fresh process with PyTorch's own defaults (one thread per core, OpenMP's default wait policy), as a
-   user would first write and run it; speed-ups are against the faster of the two plain timings;
+   the same as ddpg_her.py runs it by default (hidden layers' matmuls in bfloat16, where the CPU has AVX512-BF16 or
+   AMX). All run in this process on the same number of threads (default: ddpg_her.py's for its updates, which is
+   PyTorch's own default, one per physical core), timed in alternating rounds (medians of --n calls);
 3. ms to sample one HER-relabelled batch of 256 (and of the default batch) with its rewards.
 """
 
@@ -20,7 +19,6 @@ import copy
 import csv
 import ctypes
 import glob
-import json
 import os
 import shutil
 import subprocess
@@ -28,9 +26,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PLAIN_DEFAULTS = "--plain-torch-defaults" in sys.argv  # the subprocess that times the plain update, torch as it comes
-if not PLAIN_DEFAULTS:
-    import ddpg_her as algo  # noqa: E402  (first: it sets OMP_WAIT_POLICY before torch loads OpenMP)
+import ddpg_her as algo  # noqa: E402
 
 import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
@@ -48,20 +44,28 @@ def batch(batch_size):
 
 
 def median_ms(fn, n, warmup=5):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return 1e3 * float(np.median(times))
+    return alternating_median_ms([fn], n, warmup)[0]
 
 
-def make_nets():
+def alternating_median_ms(fns, n, warmup=5, rounds=5):
+    """Median ms per call of each fn, timed in alternating rounds so that a change in machine load hits all alike."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    times = [[] for _ in fns]
+    for _ in range(rounds):
+        for fn, ts in zip(fns, times):
+            for _ in range(max(1, n // rounds)):
+                t = time.perf_counter()
+                fn()
+                ts.append(time.perf_counter() - t)
+    return [1e3 * float(np.median(ts)) for ts in times]
+
+
+def make_nets(bf16):
     torch.manual_seed(0)
-    actor = algo.Actor(DIMS["x"], DIMS["u"], 256, 3, 1.0)
-    critic = algo.Critic(DIMS["x"], DIMS["u"], 256, 3, 1.0)
+    actor = algo.Actor(DIMS["x"], DIMS["u"], 256, 3, 1.0, bf16)
+    critic = algo.Critic(DIMS["x"], DIMS["u"], 256, 3, 1.0, bf16)
     return actor, critic, copy.deepcopy(actor), copy.deepcopy(critic)
 
 
@@ -84,8 +88,8 @@ def plain_nets():
     return actor, critic, copy.deepcopy(actor), copy.deepcopy(critic)
 
 
-def ours(batch_size):
-    nets = make_nets()
+def ours(batch_size, bf16=False):
+    nets = make_nets(bf16)
     main = [p for n in nets[:2] for p in n.parameters()]
     target = [p for n in nets[2:] for p in n.parameters()]
     opt = torch.optim.Adam([dict(params=nets[0].parameters(), lr=1e-3), dict(params=nets[1].parameters(), lr=1e-3)],
@@ -158,14 +162,6 @@ def train_sps(threads):
     return sps, " ".join(cmd[1:])
 
 
-def plain_at_torch_defaults(batches, n):
-    """{batch: ms} of the plain update in a fresh process with PyTorch's defaults (ddpg_her.py not imported)."""
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    cmd = [sys.executable, os.path.abspath(__file__), "--plain-torch-defaults", "--n", str(n), "--batches", *batches]
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
-    return {int(k): v for k, v in json.loads(out.splitlines()[-1]).items()}
-
-
 def reps(batch_size, n):
     return n if batch_size <= 1024 else max(10, n // 5)
 
@@ -174,35 +170,25 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--skip-train", action="store_true", help="skip the short training run")
     parser.add_argument("--n", type=int, default=100, help="timed repetitions per micro-benchmark")
-    parser.add_argument("--plain-torch-defaults", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--batches", nargs="+", type=int, help=argparse.SUPPRESS)
-    if PLAIN_DEFAULTS:
-        args = parser.parse_args()
-        print(json.dumps({b: median_ms(plain(b), reps(b, args.n)) for b in args.batches}))
-        sys.exit()
-    parser.add_argument("--threads", type=int, default=algo.Args().torch_threads or len(os.sched_getaffinity(0)),
-                        help="torch threads (default: ddpg_her.py's)")
+    parser.add_argument("--threads", type=int, default=algo.Args().torch_threads or torch.get_num_threads(),
+                        help="torch threads (default: ddpg_her.py's for its updates, PyTorch's default)")
     args = parser.parse_args()
     batches = sorted({256, algo.Args().batch_size, 19 * 256})
-    defaults = plain_at_torch_defaults([str(b) for b in batches], args.n)  # first: nothing else is running yet
     torch.set_num_threads(args.threads)
-    with contextlib.suppress(OSError):  # the same allocator setting as ddpg_her.py, for both updates
+    with contextlib.suppress(OSError):  # the same allocator setting as ddpg_her.py, for all updates
         ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 25), ctypes.CDLL("libc.so.6").mallopt(-1, 1 << 30)
-    print(f"torch {torch.__version__}, {args.threads} threads (plain at torch defaults: {os.cpu_count()} threads), "
-          f"{os.cpu_count()} cores")
+    bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    print(f"torch {torch.__version__}, {args.threads} threads, {len(os.sched_getaffinity(0))} CPUs, "
+          f"bfloat16 matmuls {'supported' if bf16 else 'NOT supported (ddpg_her.py runs fp32)'} on this CPU")
     if not args.skip_train:
         sps, cmd = train_sps(args.threads)
         print(f"training run ({cmd}): {sps:,.0f} env steps/s")
-    print(f"{'ms per update':<30}{'plain, defaults':>16}{'plain':>8}"
-          f"{'ours fp32':>11}{'speed-up':>10}{'ours bf16':>11}{'speed-up':>10}")
+    print(f"{'ms per update':<20}{'plain':>8}{'ours fp32':>11}{'speed-up':>10}{'ours bf16':>11}{'speed-up':>10}")
     for batch_size in batches:
         n = reps(batch_size, args.n)
-        t_plain, t_ours = median_ms(plain(batch_size), n), median_ms(ours(batch_size), n)
-        torch.set_float32_matmul_precision("medium")  # what --bf16-matmul (the default) sets
-        t_bf16 = median_ms(ours(batch_size), n)
-        torch.set_float32_matmul_precision("highest")
-        best = min(t_plain, defaults[batch_size])
-        print(f"{'  batch ' + str(batch_size):<30}{defaults[batch_size]:>16.2f}{t_plain:>8.2f}{t_ours:>11.2f}"
-              f"{best / t_ours:>9.2f}x{t_bf16:>11.2f}{best / t_bf16:>9.2f}x")
+        fns = [plain(batch_size), ours(batch_size)] + ([ours(batch_size, bf16=True)] if bf16 else [])
+        t_plain, t_ours, t_bf16 = (alternating_median_ms(fns, n) + [None])[:3]
+        print(f"{'  batch ' + str(batch_size):<20}{t_plain:>8.2f}{t_ours:>11.2f}{t_plain / t_ours:>9.2f}x"
+              + (f"{t_bf16:>11.2f}{t_plain / t_bf16:>9.2f}x" if bf16 else f"{'n/a':>11}"))
     for batch_size in sorted({256, algo.Args().batch_size}):
         print(f"HER-relabelled batch of {batch_size} with rewards: {median_ms(sampler(batch_size), args.n):.2f} ms")

@@ -1,0 +1,74 @@
+"""ddpg_her.py's networks with bfloat16 matmuls (--bf16-matmul, the default where the CPU supports it)."""
+
+import copy
+import os
+import sys
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+import ddpg_her  # noqa: E402
+
+needs_bf16 = pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(),
+                                reason="this CPU has no bfloat16 matmul instructions (the scripts run fp32 there)")
+
+
+def pair(cls, *dims):
+    torch.manual_seed(0)
+    fp32 = cls(*dims, 256, 3, 1.0)
+    bf16 = cls(*dims, 256, 3, 1.0, bf16=True)
+    bf16.load_state_dict(fp32.state_dict())
+    return fp32, bf16
+
+
+@needs_bf16
+def test_bf16_networks_keep_fp32_outputs_weights_and_gradients():
+    actor32, actor16 = pair(ddpg_her.Actor, 28, 4)
+    critic32, critic16 = pair(ddpg_her.Critic, 28, 4)
+    x, u = torch.randn(512, 28), torch.rand(512, 4) * 2 - 1
+    for net32, net16, inputs in [(actor32, actor16, (x,)), (critic32, critic16, (x, u))]:
+        out32, out16 = net32(*inputs), net16(*inputs)
+        assert out16.dtype == torch.float32  # the output layer runs in fp32: Q-values keep their resolution
+        assert not torch.equal(out16, out32)  # the hidden matmuls did run in bfloat16
+        assert torch.allclose(out16, out32, rtol=0.05, atol=0.05)  # bf16 inputs: ~3 significant digits
+        out16.square().mean().backward()
+        for p in net16.parameters():
+            assert p.dtype == torch.float32 and p.grad is not None and p.grad.dtype == torch.float32
+            assert torch.isfinite(p.grad).all()
+
+
+@needs_bf16
+def test_bf16_update_follows_the_fp32_update():
+    """One update from the same weights and batch moves the weights nearly as the fp32 update does."""
+    runs = []
+    for bf16 in (False, True):
+        torch.manual_seed(0)
+        actor, critic = ddpg_her.Actor(28, 4, 64, 3, 1.0, bf16), ddpg_her.Critic(28, 4, 64, 3, 1.0, bf16)
+        nets = (actor, critic, copy.deepcopy(actor), copy.deepcopy(critic))
+        opt = torch.optim.Adam([p for n in nets[:2] for p in n.parameters()], lr=1e-3)
+        norm = ddpg_her.Normalizer(28, 0.01, 200.0, 5.0)
+        torch.manual_seed(1)
+        x, u, r = torch.randn(2, 256, 28), torch.rand(256, 4) * 2 - 1, -(torch.rand(256, 1) > 0.5).float()
+        before = [p.detach().clone() for p in nets[1].parameters()]
+        stats = ddpg_her.update(nets, opt, norm, x, u, r, 0.98, 50.0, 1.0)
+        runs.append((stats, [p.detach() - b for p, b in zip(nets[1].parameters(), before)]))
+    (stats32, steps32), (stats16, steps16) = runs
+    assert torch.allclose(stats16, stats32, rtol=0.05, atol=0.02)  # actor loss, critic loss, mean Q
+    for s32, s16 in zip(steps32, steps16):  # Adam's first step is lr * sign(grad) where the gradient is clear
+        agree = (torch.sign(s32) == torch.sign(s16)).float().mean()
+        assert agree > 0.9
+
+
+@pytest.mark.parametrize("bf16", [False, pytest.param(True, marks=needs_bf16)])
+def test_actor_loss_trains_the_actor_only(bf16):
+    """update() evaluates the critic with its weights frozen for the actor's loss: dQ/du reaches the actor, and no
+    gradient of the actor's loss lands on the critic."""
+    actor, critic = ddpg_her.Actor(28, 4, 64, 3, 1.0, bf16), ddpg_her.Critic(28, 4, 64, 3, 1.0, bf16)
+    x = torch.randn(64, 28)
+    critic.requires_grad_(False)
+    (-critic(x, actor(x)).mean()).backward()
+    critic.requires_grad_(True)
+    assert all(p.grad is None for p in critic.parameters())
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in actor.parameters())
