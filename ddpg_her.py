@@ -84,9 +84,9 @@ class Args:
     clip_return: bool = True
     """clip the critic's targets to [-1/(1-gamma), 0], the range of possible returns (Baselines)"""
     torch_threads: int = 0
-    """torch threads for the updates, 0 = one per core (rollouts use one); 1 if other jobs share the cores"""
+    """threads for updates (rollouts use one); 0 = PyTorch's default, one per physical core; 1 if jobs share cores"""
     bf16_matmul: bool = True
-    """hidden layers' matmuls in bfloat16 where the CPU has AVX512-BF16 or AMX (~2x faster; same learning curves)"""
+    """hidden layers' matmuls in bfloat16 where the CPU has AVX512-BF16 or AMX (faster updates; curves: README)"""
     track: bool = False
     """log to Weights & Biases (offline when there is no network)"""
     wandb_project_name: str = "multi-goal-rl"

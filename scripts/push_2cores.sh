@@ -10,10 +10,15 @@ python ddpg_her.py --env-id FetchPush-v0 --seed 1 --n-epochs 18 --no-bf16-matmul
 python ddpg_her_dense.py --env-id FetchPushDense-v0 --seed 1 --n-epochs 30
 python ddpg.py --env-id FetchPush-v0 --seed 1 --n-epochs 10
 python ddpg_dense.py --env-id FetchPushDense-v0 --seed 1 --n-epochs 10
-# Keep the small logs (not the checkpoints) with the repository: the figures can be redrawn from them.
+# Keep the small logs (not the checkpoints) with the repository: the figures can be redrawn from them. (This takes
+# every FetchPush run in runs/: start from an empty runs/.)
 for run in runs/FetchPush*-v0__*; do
   mkdir -p "results/push_2cores/$(basename "$run")"
   cp "$run"/{config.json,metrics.csv,log.txt} "results/push_2cores/$(basename "$run")/"
+done
+# The saved DDPG+HER policies on 100 fresh episodes each.
+for run in runs/FetchPush-v0__ddpg_her__*; do
+  python evaluate.py "$run/model.pt" --episodes 100 | tee "results/push_2cores/$(basename "$run")/eval.txt"
 done
 python scripts/plot.py --runs-dir results/push_2cores --exps ddpg_her ddpg_her_dense ddpg ddpg_dense \
   --title "FetchPush-v0, 2-core defaults" --out figures/push_2cores.png
