@@ -62,13 +62,21 @@ def test_bf16_update_follows_the_fp32_update():
 
 
 @pytest.mark.parametrize("bf16", [False, pytest.param(True, marks=needs_bf16)])
-def test_actor_loss_trains_the_actor_only(bf16):
-    """update() evaluates the critic with its weights frozen for the actor's loss: dQ/du reaches the actor, and no
-    gradient of the actor's loss lands on the critic."""
+def test_update_gives_the_critic_the_gradient_of_its_own_loss_only(bf16):
+    """update() takes one backward pass of critic_loss + actor_loss; the critic is frozen for the actor's loss, so the
+    critic's gradient must be that of the critic's loss alone, and the actor's must not be zero."""
     actor, critic = ddpg_her.Actor(28, 4, 64, 3, 1.0, bf16), ddpg_her.Critic(28, 4, 64, 3, 1.0, bf16)
-    x = torch.randn(64, 28)
-    critic.requires_grad_(False)
-    (-critic(x, actor(x)).mean()).backward()
-    critic.requires_grad_(True)
-    assert all(p.grad is None for p in critic.parameters())
+    nets = (actor, critic, copy.deepcopy(actor), copy.deepcopy(critic))
+    opt = torch.optim.Adam(list(actor.parameters()) + list(critic.parameters()), lr=0.0)  # keeps the weights
+    norm = ddpg_her.Normalizer(28, 0.01, 200.0, 5.0)
+    x, u, r = torch.randn(2, 128, 28), torch.rand(128, 4) * 2 - 1, -(torch.rand(128, 1) > 0.5).float()
+    ddpg_her.update(nets, opt, norm, x, u, r, 0.98, 50.0, 1.0)
+    got = [p.grad.clone() for p in critic.parameters()]
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in actor.parameters())
+    critic.zero_grad()
+    xn = norm(x)
+    with torch.no_grad():
+        target = (r + 0.98 * nets[3](xn[1], nets[2](xn[1]))).clamp(-50.0, 0.0)
+    torch.nn.functional.mse_loss(critic(xn[0], u), target).backward()
+    for g, p in zip(got, critic.parameters()):
+        assert torch.allclose(g, p.grad, rtol=1e-5, atol=1e-7)
