@@ -1,6 +1,6 @@
 """Speed of ddpg_her.py on this machine, measured in one run and printed side by side.
 
-    python scripts/bench_train.py                 # about a minute on 2 cores
+    python scripts/bench_train.py                 # under a minute on 2 cores (36 s here)
     python scripts/bench_train.py --skip-train    # only the update and sampling micro-benchmarks
 
 1. env steps per second of a short training run of ddpg_her.py with its defaults (FetchPush-v0, 10 cycles);
