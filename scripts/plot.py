@@ -19,6 +19,7 @@ import csv
 import glob
 import json
 import os
+import sys
 from collections import defaultdict
 
 import matplotlib
@@ -26,8 +27,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-X_LABELS = {"epoch": "epoch", "env_steps": "environment steps", "episodes": "episodes", "elapsed_s": "minutes"}
+X_LABELS = {"epoch": "epoch", "env_steps": "environment steps", "episodes": "episodes", "elapsed_s": "minutes",
+            "minutes": "minutes"}
+THRESHOLDS = (0.5, 0.9)
 
 
 def load_runs(runs_dirs, split_by=None):
@@ -52,57 +56,125 @@ def load_runs(runs_dirs, split_by=None):
     return groups
 
 
+def curves(runs):
+    """Epoch by epoch over the seeds that have reached it (runs may stop at different epochs): the quartiles of test
+    success, and the median epoch, env steps and minutes."""
+    n = max(len(run["test_success"]) for run in runs)
+
+    def stack(key):
+        return np.stack([np.pad(run[key], (0, n - len(run[key])), constant_values=np.nan) for run in runs])
+
+    q25, q50, q75 = np.nanpercentile(stack("test_success"), [25, 50, 75], axis=0)
+    x = {key: np.nanmedian(stack(key), 0) for key in ("epoch", "env_steps", "episodes", "elapsed_s") if key in runs[0]}
+    if "elapsed_s" in x:
+        x["minutes"] = x["elapsed_s"] / 60
+    return q25, q50, q75, x
+
+
+def table(groups, tasks, exps):
+    """Markdown: final and best median success, and when the median first reaches each threshold."""
+    head = ["environment", "configuration", "seeds", "epochs", "final", "best"]
+    for t in THRESHOLDS:
+        head += [f"epoch to {t}", f"env steps to {t}", f"minutes to {t}"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for task in tasks:
+        for exp in exps:
+            runs = groups.get((task, exp))
+            if not runs:
+                continue
+            _, q50, _, x = curves(runs)
+            row = [task, exp, str(len(runs)), str(len(q50)), f"{q50[-1]:.3f}", f"{np.nanmax(q50):.3f}"]
+            for t in THRESHOLDS:
+                hit = np.flatnonzero(q50 >= t)
+                if len(hit):
+                    i = hit[0]
+                    row += [f"{x['epoch'][i]:.0f}" if "epoch" in x else str(i + 1),
+                            f"{x['env_steps'][i]:,.0f}" if "env_steps" in x else "",
+                            f"{x['minutes'][i]:.1f}" if "minutes" in x else ""]
+                else:
+                    row += ["not reached", "-", "-"]
+            lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs-dir", nargs="+", default=["runs"], help="directories holding one sub-directory per run")
     parser.add_argument("--split-by", help="a config.json key (e.g. bf16_matmul): one curve per value within an exp")
-    parser.add_argument("--x", default="epoch", choices=list(X_LABELS), help="the x axis")
-    parser.add_argument("--envs", nargs="*", help="only these environments (sparse ids, e.g. FetchPush-v0)")
+    parser.add_argument("--x", default="epoch", choices=list(X_LABELS), help="the x axis (elapsed_s: in minutes)")
+    parser.add_argument("--envs", nargs="*", help="only these environments (sparse ids, e.g. FetchPush-v0), in this order")
     parser.add_argument("--exps", nargs="*", help="only these experiment names, in this order")
-    parser.add_argument("--out", default="figures/test_success.png", help="the PNG to write")
+    parser.add_argument("--out", default="figures/test_success.png", help="the PNG to write (and a PDF beside it)")
+    parser.add_argument("--table", help="the Markdown table to write (default: --out with .md)")
     parser.add_argument("--title", default="", help="a title above the panels")
+    parser.add_argument("--columns", type=int, default=4, help="panels per row")
     args = parser.parse_args()
 
     groups = load_runs(args.runs_dir, args.split_by)
-    if args.envs:
-        groups = {k: v for k, v in groups.items() if k[0] in args.envs}
-    if args.exps:
-        groups = {k: v for k, v in groups.items() if k[1] in args.exps}
     if not groups:
         raise SystemExit(f"no runs with metrics.csv and config.json found under {args.runs_dir!r}")
-    tasks = sorted({task for task, _, _ in groups})
+    found = sorted({task for task, _, _ in groups})
+    found_exps = sorted({exp for _, exp, _ in groups})
+    for option, values, index, present in (("--envs", args.envs, 0, found), ("--exps", args.exps, 1, found_exps)):
+        if not values:
+            continue
+        missing = [v for v in values if v not in present]
+        groups = {k: v for k, v in groups.items() if k[index] in values}
+        if not groups:
+            raise SystemExit(f"{option} {' '.join(values)} matched no runs under {' '.join(args.runs_dir)}; runs "
+                             f"found: {', '.join(present)}")
+        if missing:
+            print(f"warning: {option} {' '.join(missing)} matched no runs; runs found: {', '.join(present)}",
+                  file=sys.stderr)
+    tasks = sorted({task for task, _, _ in groups}, key=lambda t: ((args.envs or []) + [t]).index(t))
     order = {exp: i for i, exp in enumerate(args.exps or [])}  # --exps order first, then alphabetical
     labels = sorted({(exp, label) for _, exp, label in groups}, key=lambda e: (order.get(e[0], len(order)), e[1]))
     groups = {(task, label): runs for (task, _, label), runs in groups.items()}
     exps = [label for _, label in labels]
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.6), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
+    columns = min(args.columns, len(tasks))
+    rows = -(-len(tasks) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.4 * rows + 0.5), squeeze=False)
+    handles = {}
+    for ax, task in zip(axes.flat, tasks):
         for i, exp in enumerate(exps):
             runs = groups.get((task, exp))
             if not runs:
                 continue
-            # Epoch by epoch over the seeds that have reached it (runs may stop at different epochs).
-            n = max(len(run["test_success"]) for run in runs)
-            success = np.stack([np.pad(run["test_success"], (0, n - len(run["test_success"])),
-                                       constant_values=np.nan) for run in runs])
-            x = np.nanmedian(np.stack([np.pad(run[args.x], (0, n - len(run[args.x])), constant_values=np.nan)
-                                       for run in runs]), 0)
-            x = x / 60 if args.x == "elapsed_s" else x
-            q25, q50, q75 = np.nanpercentile(success, [25, 50, 75], axis=0)
-            ax.plot(x, q50, color=f"C{i}", label=f"{exp} ({len(runs)} seed{'s' if len(runs) > 1 else ''})")
+            q25, q50, q75, x = curves(runs)
+            x = x["minutes" if args.x == "elapsed_s" else args.x]
+            (line,) = ax.plot(x, q50, color=f"C{i}", marker="o" if len(x) < 10 else None, markersize=3)
             ax.fill_between(x, q25, q75, color=f"C{i}", alpha=0.25)
-        ax.set_title(task)
+            seeds = sorted({len(r) for (t, e), r in groups.items() if e == exp})
+            handles[exp] = (line, f"{exp} ({'-'.join(map(str, seeds[::max(len(seeds) - 1, 1)]))} "
+                                  f"seed{'s' if seeds[-1] > 1 else ''})")
+        ax.set_title(task, fontsize=10)
         ax.set_xlabel(X_LABELS[args.x])
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
-    axes[0][0].set_ylabel("median test success rate")
+        ax.set_xlim(left=0)
+        if args.x in ("epoch", "episodes", "env_steps"):
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for ax in axes.flat[len(tasks):]:
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("median test success rate")
+    # The legend below the panels, off the curves: one entry per configuration, with its seed count(s).
+    legend = [handles[exp] for exp in exps if exp in handles]
+    fig.legend([h for h, _ in legend], [label for _, label in legend], loc="lower center", ncol=min(len(legend), 4),
+               frameon=False, fontsize=9)
     if args.title:
         fig.suptitle(args.title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, (0.35 + 0.25 * (len(legend) > 4)) / (3.4 * rows + 0.5), 1, 1))
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     fig.savefig(args.out, dpi=120)
-    print(f"wrote {args.out}: " + ", ".join(f"{t}/{e} x{len(r)}" for (t, e), r in sorted(groups.items())))
+    pdf = os.path.splitext(args.out)[0] + ".pdf"
+    fig.savefig(pdf)
+    text = table(groups, tasks, exps)
+    table_path = args.table or os.path.splitext(args.out)[0] + ".md"
+    with open(table_path, "w") as f:
+        f.write(text)
+    print(f"wrote {args.out}, {pdf}, {table_path}: " + ", ".join(f"{t}/{e} x{len(r)}" for (t, e), r in sorted(groups.items())))
+    print(text, end="")
 
 
 if __name__ == "__main__":

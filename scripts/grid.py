@@ -1,0 +1,326 @@
+"""Run a grid of training runs (environments x configurations x seeds) on Ray, e.g. one of the paper's figures.
+
+Each run is one of the four training scripts, started as a subprocess with the command line a user would type, in
+the grid directory (--out DIR; the runs go to DIR/runs/, each attempt's output to DIR/logs/). Ray schedules them:
+a run is a Ray task that asks for --cpus-per-run CPUs (and --gpus-per-run GPUs, a fraction is fine), so as many run
+at once as the machine, or the cluster (--address), has room for.
+
+    python scripts/grid.py --figure figure3 --smoke                 # the whole grid with a tiny budget, minutes
+    python scripts/grid.py --figure figure3 --envs FetchPush-v0 --seeds 1 2 --out grids/push
+    python scripts/grid.py --envs FetchReach-v0 --configs ddpg_her ddpg --epochs 10 --extra "--n-cycles 10"
+    python scripts/grid.py --figure appendix_c --address auto       # on a running Ray cluster (docs/grid.md)
+
+Rerun the same command after a kill, a crash or a reboot: finished runs are skipped, interrupted ones continue with
+--resume (no completed epoch is lost), runs killed before their first epoch start afresh. A failing run is retried
+--max-retries times; the grid goes on, lists the failures at the end and exits 1. Then the figure and the table are
+drawn from DIR/runs (scripts/plot.py). See docs/grid.md.
+"""
+
+import argparse
+import ctypes
+import glob
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = ("ddpg_her", "ddpg_her_dense", "ddpg", "ddpg_dense")  # the paper's four (section 1.4), one script each
+FETCH = ("FetchReach-v0", "FetchPush-v0", "FetchSlide-v0", "FetchPickAndPlace-v0")
+HAND = ("HandReach-v0", "HandManipulateBlockRotateZ-v0", "HandManipulateBlockRotateParallel-v0",
+        "HandManipulateBlockRotateXYZ-v0", "HandManipulateBlockFull-v0", "HandManipulateEggRotate-v0",
+        "HandManipulateEggFull-v0", "HandManipulatePenRotate-v0", "HandManipulatePenFull-v0")
+FIGURES = {  # the paper's figures: their environments; 4 configurations x 5 seeds each
+    "figure3": FETCH,
+    "figure4": ("HandReach-v0", "HandManipulateBlockRotateXYZ-v0", "HandManipulateEggFull-v0",
+                "HandManipulatePenRotate-v0"),
+    "appendix_c": FETCH + HAND,
+}
+# --smoke: the same grid with a budget that takes seconds per run (1 epoch of 2 cycles, 2 envs, tiny networks).
+SMOKE = "--n-envs 2 --n-cycles 2 --n-batches 2 --batch-size 32 --n-test-rollouts 1 --hidden 32 --buffer-size 10000"
+SET_BY_GRID = ("--env-id", "--seed", "--n-epochs", "--exp-name", "--torch-threads", "--resume", "--track", "--wandb")
+
+
+def paper_epochs(env):  # section 1.4: 50 epochs for Fetch and HandReach, 200 for hand manipulation
+    return 50 if env.startswith(("Fetch", "HandReach")) else 200
+
+
+def env_id(env, config):  # the dense configurations run on the ...Dense-v0 twin
+    return env.replace("-v0", "Dense-v0") if config.endswith("_dense") else env
+
+
+def run_key(run):
+    return f"{env_id(run['env'], run['config'])}__{run['config']}__{run['seed']}"
+
+
+def run_dirs(out, run):  # the run's directories, oldest first (the scripts name them ENV__EXP__SEED__UNIXTIME)
+    return sorted(glob.glob(os.path.join(out, "runs", run_key(run) + "__*")), key=lambda d: int(d.rsplit("__", 1)[1]))
+
+
+def epochs_done(run_dir):
+    try:
+        with open(os.path.join(run_dir, "metrics.csv")) as f:
+            return max(len(f.readlines()) - 1, 0)
+    except FileNotFoundError:
+        return 0
+
+
+def is_done(run_dir, n_epochs):
+    log = os.path.join(run_dir, "log.txt")
+    with open(log if os.path.exists(log) else os.devnull) as f:
+        return any(line.startswith("done:") for line in f) or epochs_done(run_dir) >= n_epochs
+
+
+def seconds_per_epoch(run_dir):  # from metrics.csv: wall-clock (elapsed_s) of the last completed epoch / epochs
+    try:
+        with open(os.path.join(run_dir, "metrics.csv")) as f:
+            header, *rows = [line.strip().split(",") for line in f if line.strip()]
+        return float(rows[-1][header.index("elapsed_s")]) / len(rows) if rows else None
+    except (FileNotFoundError, ValueError, IndexError):
+        return None
+
+
+def die_with_parent():  # Linux: the run gets SIGTERM (and stops as after Ctrl-C) if its Ray worker dies
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def train(run, spec):
+    """One run, as a Ray task: resume it if it has a checkpoint, else start it afresh; its exit code and output tail."""
+    out, config, seed = spec["out"], run["config"], run["seed"]
+    dirs = run_dirs(out, run)
+    if any(is_done(d, run["epochs"]) for d in dirs):
+        return dict(rc=0, tail="", skipped=True)
+    for d in dirs:
+        if not os.path.exists(os.path.join(d, "checkpoint.pt")):  # killed before its first epoch: start afresh
+            shutil.rmtree(d)
+    dirs = [d for d in dirs if os.path.exists(d)]
+    wandb = []
+    if spec["track"]:  # one W&B group per (figure, env, configuration): its seeds; tags to filter a report by
+        wandb = ["--track", "--wandb-project-name", spec["wandb_project_name"],
+                 "--wandb-group", f"{spec['figure']}-{run['env']}-{config}",
+                 "--wandb-tags", spec["figure"], run["env"], config, f"seed{seed}", f"commit-{spec['commit']}"]
+    if dirs:  # a resumed run keeps its saved config: only the W&B options may be given again
+        command = ["--resume", os.path.relpath(dirs[-1], out)] + wandb
+    else:
+        command = ["--env-id", env_id(run["env"], config), "--seed", str(seed), "--n-epochs", str(run["epochs"]),
+                   "--torch-threads", str(spec["torch_threads"])] + spec["extra"] + wandb
+    command = [sys.executable, os.path.join(ROOT, f"{config}.py")] + command
+    os.makedirs(os.path.join(out, "logs"), exist_ok=True)
+    log_path = os.path.join(out, "logs", run_key(run) + ".log")  # every attempt's stdout and stderr
+    with open(log_path, "a") as log:
+        log.write(f"\n### {time.strftime('%Y-%m-%d %H:%M:%S')} on {os.uname().nodename}: {shlex.join(command)}\n")
+        log.flush()
+        start = log.tell()
+        process = subprocess.Popen(command, cwd=out, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
+        try:
+            while process.poll() is None:
+                time.sleep(0.5)
+        except KeyboardInterrupt:  # ray.cancel (the grid was interrupted): stop the run as Ctrl-C would, and wait
+            process.send_signal(signal.SIGINT)
+            process.wait()
+            raise
+    with open(log_path) as log:
+        log.seek(start)
+        tail = "".join(log.readlines()[-15:])
+    return dict(rc=process.returncode, tail=tail, skipped=False)
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--figure", choices=list(FIGURES), help="a figure of the paper: its environments and budget")
+    parser.add_argument("--envs", nargs="+", help="environment ids, sparse (the dense configs use the Dense twin); "
+                        "default: the figure's")
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), help="configurations (training scripts)")
+    parser.add_argument("--seeds", nargs="+", type=int, help="default: 1 2 3 4 5 (the paper's 5), --smoke: 1")
+    parser.add_argument("--epochs", type=int, help="epochs per run; default: the paper's (50 for Fetch and "
+                        "HandReach, 200 for hand manipulation), --smoke: 1")
+    parser.add_argument("--extra", help="options for every run, e.g. \"--n-cycles 10\"; default: --paper-budget "
+                        f"with --figure, none without, --smoke: {SMOKE}")
+    parser.add_argument("--smoke", action="store_true", help="a tiny budget (seconds per run), to try the grid")
+    parser.add_argument("--out", help="the grid directory (default: grids/FIGURE, grids/FIGURE_smoke)")
+    parser.add_argument("--cpus-per-run", type=float, default=2, help="CPUs Ray reserves per run; also the run's "
+                        "--torch-threads (at least 1)")
+    parser.add_argument("--gpus-per-run", type=float, default=0, help="GPUs per run (fractions share a GPU)")
+    parser.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance (default: all cores)")
+    parser.add_argument("--address", help="join a running Ray cluster (e.g. auto or HEAD_IP:6379) instead of "
+                        "starting a local instance")
+    parser.add_argument("--max-retries", type=int, default=2, help="retries of a failing run")
+    parser.add_argument("--progress-every", type=float, default=30, help="seconds between progress lines")
+    parser.add_argument("--track", action="store_true", help="log the runs to W&B, grouped by figure, env, config")
+    parser.add_argument("--wandb-project-name", default="multi-goal-rl", help="the W&B project")
+    parser.add_argument("--no-plot", action="store_true", help="do not draw the figure and table at the end")
+    args = parser.parse_args(argv)
+    return parser, args
+
+
+def check(parser, args):
+    """The grid's runs and spec, or a parser error naming what is wrong; before anything starts."""
+    sys.path.insert(0, ROOT)  # envs/ and the scripts' own imports (evaluate.py)
+    import envs  # the registered ids
+
+    sparse = [e for e in envs.ENV_IDS if "Dense" not in e]
+    if not args.figure and not args.envs:
+        parser.error("give --figure or --envs")
+    names = args.envs or FIGURES[args.figure]
+    names = [e if e.endswith("-v0") else e + "-v0" for e in names]  # FetchPush is FetchPush-v0
+    for e in names:
+        if e not in sparse:
+            parser.error(f"unknown environment {e!r} (give the sparse id; the dense configurations use its Dense "
+                         f"twin); valid: {' '.join(sparse)}")
+    for c in args.configs:
+        if c not in CONFIGS:
+            parser.error(f"unknown configuration {c!r}; valid: {' '.join(CONFIGS)}")
+    seeds = args.seeds or ([1] if args.smoke else [1, 2, 3, 4, 5])
+    if args.epochs is not None and args.epochs < 1 or args.max_retries < 0 or args.cpus_per_run <= 0:
+        parser.error("--epochs and --cpus-per-run must be positive, --max-retries >= 0")
+    extra = shlex.split(SMOKE if args.smoke else "--paper-budget" if args.figure else "")
+    extra += shlex.split(args.extra or "")
+    for option in extra:
+        if option.startswith(SET_BY_GRID):
+            parser.error(f"--extra {option}: the grid sets it (use --envs, --seeds, --epochs, --cpus-per-run, --track)")
+    # Parse the options as each script will (tyro, the scripts' own Args and checks): a typo fails here, not 80 times.
+    import importlib.util
+
+    import tyro
+
+    for config in args.configs:
+        spec = importlib.util.spec_from_file_location(config, os.path.join(ROOT, f"{config}.py"))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        try:
+            module.check_args(tyro.cli(module.Args, args=extra + ["--env-id", env_id(names[0], config)]))
+        except SystemExit as error:
+            parser.error(f"--extra {shlex.join(extra)!r} is refused by {config}.py {error.code or ''}".strip())
+    name = (args.figure or "grid") + ("_smoke" if args.smoke else "")
+    out = os.path.abspath(args.out or os.path.join("grids", name))
+    epochs = {e: args.epochs or (1 if args.smoke else paper_epochs(e)) for e in names}
+    runs = [dict(env=e, config=c, seed=s, epochs=epochs[e]) for e in names for c in args.configs for s in seeds]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    spec = dict(figure=args.figure or "grid", name=name, envs=names, configs=args.configs, seeds=seeds, epochs=epochs,
+                extra=extra, out=out, torch_threads=max(1, int(args.cpus_per_run)), track=args.track,
+                wandb_project_name=args.wandb_project_name, commit=commit.stdout.strip() or "unknown")
+    path = os.path.join(out, "grid.json")
+    same = ("figure", "envs", "configs", "seeds", "epochs", "extra")  # what makes it the same grid
+    if os.path.exists(path):
+        with open(path) as f:
+            old = json.load(f)
+        diff = [f"{k}: {old.get(k)} there, {spec[k]} now" for k in same if old.get(k) != spec[k]]
+        if diff:
+            parser.error(f"{out} holds a different grid ({'; '.join(diff)}); use another --out")
+    os.makedirs(out, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({k: spec[k] for k in same + ("commit",)}, f, indent=1)
+    return runs, spec
+
+
+def minutes(seconds):
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def main(argv=None):
+    parser, args = parse(argv)
+    runs, spec = check(parser, args)
+    if not args.address:  # local instance: Ray's servers on 127.0.0.1 only (as on macOS), and no dashboard
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # read when ray is imported
+    import ray
+
+    ray.init(address=args.address, num_cpus=None if args.address else args.num_cpus, include_dashboard=False,
+             log_to_driver=False)
+    task = ray.remote(train).options(num_cpus=args.cpus_per_run, num_gpus=args.gpus_per_run, max_retries=0)
+    slots = max(1, int(ray.cluster_resources().get("CPU", 1) // args.cpus_per_run))
+    out, n = spec["out"], len(runs)
+    print(f"grid {spec['name']} in {out}: {n} runs ({len(spec['envs'])} envs x {len(spec['configs'])} configs x "
+          f"{len(spec['seeds'])} seeds), {args.cpus_per_run:g} CPUs per run, {slots} at once; "
+          f"options: {shlex.join(spec['extra']) or '(the defaults)'}", flush=True)
+    pending = {}  # ref -> run
+    submitted, attempts, failed, finished, skipped = {}, {}, [], [], []
+
+    def submit(run):
+        attempts[run_key(run)] = attempts.get(run_key(run), 0) + 1
+        submitted[run_key(run)] = time.time()
+        pending[task.remote(run, spec)] = run
+
+    def progress():
+        known = [s for r in runs for d in run_dirs(out, r)[-1:] if (s := seconds_per_epoch(d))]
+        left, total, done = 0.0, 0, 0
+        for r in runs:
+            d = (run_dirs(out, r) or [None])[-1]
+            k = min(epochs_done(d), r["epochs"]) if d else 0
+            total, done = total + r["epochs"], done + k
+            if r in pending.values():
+                per_epoch = (seconds_per_epoch(d) if d else None) or (sorted(known)[len(known) // 2] if known else 0)
+                left += (r["epochs"] - k) * per_epoch
+        log_dir = os.path.join(out, "logs")
+        running = sum(1 for r in pending.values() if os.path.exists(p := os.path.join(log_dir, run_key(r) + ".log"))
+                      and os.path.getmtime(p) >= submitted[run_key(r)])
+        eta = f"ETA {minutes(left / min(slots, max(len(pending), 1)))}" if known else "ETA after the first epoch"
+        print(f"[{time.strftime('%H:%M:%S')}] {len(finished)}/{n} done ({len(skipped)} earlier), {running} running, "
+              f"{len(failed)} failed, {len(pending) - running} to go | epochs {done}/{total} | {eta}", flush=True)
+
+    for run in runs:
+        submit(run)
+    interrupted = False
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops the grid as Ctrl-C does
+    try:
+        last = 0.0
+        while pending:
+            changed = False
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=max(0.0, last + args.progress_every - time.time()))
+            for ref in ready:
+                run = pending.pop(ref)
+                key = run_key(run)
+                try:
+                    result = ray.get(ref)
+                except ray.exceptions.RayError as error:  # the worker or its node died
+                    result = dict(rc=None, tail=str(error)[-2000:], skipped=False)
+                changed = True
+                if result["rc"] == 0:
+                    finished.append(run)
+                    if result["skipped"]:
+                        skipped.append(run)
+                    else:
+                        print(f"[{time.strftime('%H:%M:%S')}] finished {key}", flush=True)
+                    continue
+                with open(os.path.join(out, "failures.txt"), "a") as f:
+                    f.write(f"### {time.strftime('%Y-%m-%d %H:%M:%S')} {key}, attempt {attempts[key]}, "
+                            f"exit code {result['rc']}:\n{result['tail']}\n")
+                retry = attempts[key] <= args.max_retries
+                print(f"[{time.strftime('%H:%M:%S')}] FAILED {key} (attempt {attempts[key]} of "
+                      f"{args.max_retries + 1}, exit code {result['rc']}){', retrying' if retry else ''}; its output "
+                      f"ends:\n  " + "\n  ".join(result["tail"].rstrip().splitlines()[-6:]), flush=True)
+                if retry:
+                    submit(run)
+                else:
+                    failed.append((key, result))
+            if changed or time.time() >= last + args.progress_every:
+                progress()
+                last = time.time()
+    except KeyboardInterrupt:
+        interrupted = True
+        print(f"\ninterrupted: stopping {len(pending)} runs (each keeps its completed epochs) ...", flush=True)
+        for ref in pending:
+            ray.cancel(ref)  # KeyboardInterrupt in the task, which stops its run as Ctrl-C would
+        ray.wait(list(pending), num_returns=len(pending), timeout=120)
+    ray.shutdown()
+    if interrupted:
+        print(f"stopped; rerun the same command to continue (finished runs are skipped, the others resumed)")
+        return 130
+    print(f"grid {spec['name']}: {len(finished)}/{n} runs done ({len(skipped)} were done before), {len(failed)} failed")
+    for key, result in failed:
+        print(f"  FAILED {key} (exit code {result['rc']}; all attempts: {out}/failures.txt, output: "
+              f"{out}/logs/{key}.log)")
+    if not args.no_plot and finished:
+        name = os.path.join(out, spec["name"])
+        title = {"figure3": "Figure 3", "figure4": "Figure 4", "appendix_c": "Appendix C"}.get(spec["figure"], "")
+        subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "plot.py"), "--runs-dir", os.path.join(out, "runs"),
+                        "--envs", *spec["envs"], "--exps", *spec["configs"], "--out", name + ".png",
+                        "--title", f"{title} {'(smoke) ' if args.smoke else ''}median test success, IQR over seeds".strip()])
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
