@@ -50,7 +50,8 @@ class Args:
     batch_size: int = 1024
     """transitions per update, i.e. the effective batch (paper: 256 per worker, gradients averaged over 19 workers)"""
     paper_budget: bool = False
-    """the paper's budget: n_envs=38, batch_size=19*256 (1900 episodes, 2000 updates an epoch), buffer_size=19*1e6"""
+    """the paper's budget: n_envs=38, batch_size=19*256 (1900 episodes, 2000 updates an epoch), buffer_size=19*1e6;
+    and n_cycles=10 for FetchReach-v0, as Baselines' config.py"""
     n_test_rollouts: int = 10
     """test rounds per epoch, each n_envs deterministic episodes (paper: 10 per worker, 2 episodes each)"""
     buffer_size: int = 1_000_000
@@ -102,7 +103,8 @@ class Args:
     checkpoint: bool = True
     """write runs/RUN_NAME/checkpoint.pt every epoch (everything needed to resume, replay buffer included)"""
     resume: str | None = None
-    """a run directory (runs/RUN_NAME) to continue from its last checkpoint, with its saved config"""
+    """a run directory (runs/RUN_NAME) or its checkpoint.pt: continue from the last checkpoint with the saved config;
+    only --n-epochs (to extend the run) and the W&B options (--track, --wandb-*) may be given with it"""
 
 
 def mlp(in_dim, out_dim, hidden, n_layers):
@@ -252,21 +254,50 @@ def write_csv(rows, path):  # rewritten whole and atomically each epoch, so a re
     os.replace(path + ".tmp", path)
 
 
+def load_resume(args):
+    """The checkpoint that --resume names, and the saved config with the options a resumed run may change."""
+    path = os.path.join(args.resume, "checkpoint.pt") if os.path.isdir(args.resume) else args.resume
+    if not os.path.exists(path):
+        fail(f"--resume {args.resume}: no such run directory or checkpoint file")
+    if not os.path.isfile(path):
+        fail(f"--resume {args.resume}: no checkpoint.pt there (was the run started with --no-checkpoint?)")
+    given = {a[2:].split("=")[0].replace("_", "-").removeprefix("no-") for a in sys.argv[1:] if a.startswith("--")}
+    refused = sorted(given - {"resume", "n-epochs", "track"} - {g for g in given if g.startswith("wandb-")})
+    if refused:  # a resumed run keeps its saved config: anything else would silently not be what the user asked for
+        fail(f"--resume continues a run with its saved config and cannot honour --{', --'.join(refused)}; "
+             f"with --resume only --n-epochs (to extend the run) and the W&B options (--track, --wandb-*) are allowed")
+    ckpt = torch.load(path, weights_only=False)
+    if "rows" not in ckpt:
+        fail(f"--resume {args.resume}: its checkpoint was written by an older version of this script")
+    if os.path.basename(ckpt["script"]) != os.path.basename(__file__):
+        fail(f"--resume {args.resume}: that run was made by {os.path.basename(ckpt['script'])}; resume it with "
+             f"python {os.path.basename(ckpt['script'])} --resume {args.resume}")
+    saved = ckpt["args"]
+    changed = {k: getattr(args, k) for k in ("track", "wandb_project_name", "wandb_entity", "wandb_group",
+                                             "wandb_tags") if k.replace("_", "-") in given}
+    n_epochs = args.n_epochs if "n-epochs" in given else saved["n_epochs"]
+    if n_epochs < ckpt["epoch"]:
+        fail(f"--n-epochs {n_epochs} is fewer than the {ckpt['epoch']} epochs the run has completed")
+    return ckpt, Args(**{**saved, **changed, "n_epochs": n_epochs, "resume": os.path.dirname(path) or "."})
+
+
+def plural(n, word):
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
 if __name__ == "__main__":
     args = tyro.cli(Args)
     ckpt = None
     if args.resume:
-        path = os.path.join(args.resume, "checkpoint.pt")
-        if not os.path.isfile(path):
-            fail(f"--resume {args.resume}: no checkpoint.pt there (was the run started with --no-checkpoint?)")
-        ckpt = torch.load(path, weights_only=False)
-        if "rows" not in ckpt:
-            fail(f"--resume {args.resume}: its checkpoint.pt was written by an older version of this script")
-        extend = any(a.startswith("--n-epochs") for a in sys.argv)  # the one option a resumed run may change
-        args = Args(**{**ckpt["args"], "n_epochs": args.n_epochs if extend else ckpt["args"]["n_epochs"],
-                       "resume": args.resume, "track": args.track})
-    if args.paper_budget:
-        args.n_envs, args.batch_size, args.buffer_size = 38, 19 * 256, 19 * 1_000_000  # 19 workers' buffers of 1e6
+        ckpt, args = load_resume(args)
+        if ckpt["epoch"] == args.n_epochs:  # nothing to do; config.json and metrics.csv stay as they are
+            print(f"{args.resume} is already complete: {plural(args.n_epochs, 'epoch')} "
+                  f"(add --n-epochs N to extend it)")
+            sys.exit(0)
+    if args.paper_budget:  # 19 MPI workers x 2 rollouts, 256 transitions per worker's batch, 1e6 per worker's buffer
+        args.n_envs, args.batch_size, args.buffer_size = 38, 19 * 256, 19 * 1_000_000
+        if args.env_id == "FetchReach-v0":  # Baselines' config.py: n_cycles=10 for 'FetchReach-v1' (exact id) only
+            args.n_cycles = 10
     check_args(args)
     # One env in this process gives the spaces, T and compute_reward, called once per batch of relabelled goals.
     env = gym.make(args.env_id)
@@ -285,7 +316,7 @@ if __name__ == "__main__":
     if args.buffer_size < args.n_envs * T:
         fail(f"--buffer-size {args.buffer_size} cannot hold one cycle of {args.n_envs} episodes of {T} steps")
     run_name = ckpt["run_name"] if ckpt else f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    run_dir = f"runs/{run_name}"
+    run_dir = args.resume if ckpt else f"runs/{run_name}"  # a resumed run stays where it is, whatever the cwd
     os.makedirs(run_dir, exist_ok=True)
     log_file = open(f"{run_dir}/log.txt", "a", buffering=1)  # line-buffered: what was logged survives a kill
 
@@ -376,7 +407,8 @@ if __name__ == "__main__":
 
     start_time, completed = time.time(), start_epoch  # completed: epochs whose checkpoint is on disk
     # `kill` (SIGTERM) stops a run like Ctrl-C does; SIGINT is restored for runs started in the background with `&`.
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    stop_signals = (signal.SIGTERM, signal.SIGINT)
+    for sig in stop_signals:
         signal.signal(sig, signal.default_int_handler)
     try:
         for epoch in range(start_epoch, args.n_epochs):
@@ -407,7 +439,9 @@ if __name__ == "__main__":
             train_time = time.time() - epoch_start
             test_success = [rollout(explore=False)[0] for _ in range(args.n_test_rollouts)]
             if args.capture_video:
-                test_episode(video_env, actor, norm, epoch, f"videos/{run_name}/epoch{epoch + 1:03d}")
+                video = test_episode(video_env, actor, norm, epoch, f"videos/{run_name}/epoch{epoch + 1:03d}")[1]
+                log(f"video of a test episode after epoch {epoch + 1}: {video}")
+            signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)  # a Ctrl-C or kill now waits for the epoch's files
             a_loss, c_loss, mean_q = (stats / (args.n_cycles * args.n_batches)).tolist()
             elapsed = elapsed_before + time.time() - start_time
             metrics = dict(epoch=epoch + 1, env_steps=global_step, episodes=episodes, updates=n_updates,
@@ -433,9 +467,10 @@ if __name__ == "__main__":
                                  torch_rng=torch.get_rng_state(), step=global_step, episodes=episodes,
                                  updates=n_updates), f"{run_dir}/checkpoint.pt")
             completed = epoch + 1
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
     except (KeyboardInterrupt, EOFError, BrokenPipeError, ConnectionResetError) as error:
         what = "interrupted" if isinstance(error, KeyboardInterrupt) else f"an env worker died ({type(error).__name__})"
-        log(f"{what} after {completed} completed epochs; continue from there with: "
+        log(f"{what} after {plural(completed, 'completed epoch')}; continue from there with: "
             f"python {os.path.basename(__file__)} --resume {run_dir}")
         sys.exit(130 if isinstance(error, KeyboardInterrupt) else 1)
     finally:  # terminate rather than close: a worker may be dead, or stopped mid-step by Ctrl-C
@@ -444,5 +479,5 @@ if __name__ == "__main__":
         vec.closed = True
     if args.track:
         wandb.finish()
-    log(f"done: {args.n_epochs} epochs, {global_step:,} env steps in "
+    log(f"done: {plural(args.n_epochs, 'epoch')}, {global_step:,} env steps in "
         f"{(elapsed_before + time.time() - start_time) / 60:.1f} min")

@@ -24,7 +24,7 @@ import tyro  # noqa: E402
 @dataclass
 class Args:
     checkpoint: tyro.conf.Positional[str]
-    """a model.pt or checkpoint.pt written by a training script"""
+    """a model.pt or checkpoint.pt written by a training script, or its run directory"""
     episodes: int = 100
     """deterministic test episodes (no exploration noise, the paper's test success)"""
     seed: int = 1
@@ -34,16 +34,20 @@ class Args:
 
 
 def save_video(frames, path):
+    """Writes path.mp4 (with imageio-ffmpeg) or else path.gif; returns the file written."""
     import imageio
 
     try:
         imageio.mimsave(path + ".mp4", frames, fps=25)  # needs imageio-ffmpeg
+        return path + ".mp4"
     except Exception:
         imageio.mimsave(path + ".gif", frames, duration=40)  # Pillow is always there
+        return path + ".gif"
 
 
 def test_episode(env, actor, norm, seed, video_path=None):
-    """One deterministic episode of a single env; returns success at the last step (the paper's metric)."""
+    """One deterministic episode of a single env; returns success at the last step (the paper's metric) and the
+    video file written (None without video_path)."""
     obs, _ = env.reset(seed=seed)
     frames = [env.render()] if video_path else []
     for _ in range(env.spec.max_episode_steps):
@@ -53,8 +57,8 @@ def test_episode(env, actor, norm, seed, video_path=None):
         frames += [env.render()] if video_path else []
     if video_path:
         os.makedirs(os.path.dirname(video_path), exist_ok=True)
-        save_video(frames, video_path)
-    return float(info["is_success"])
+        video_path = save_video(frames, video_path)
+    return float(info["is_success"]), video_path
 
 
 def load_script(path):
@@ -83,15 +87,22 @@ def evaluate(path, episodes, seed=1, capture_video=False):
     norm = script.Normalizer(dims["x"], cfg["norm_eps"], cfg["clip_obs"], cfg["norm_clip"])
     vars(norm).update(ckpt["normalizer"])
     video_dir = f"videos/eval__{os.path.basename(os.path.dirname(os.path.abspath(path)))}"
-    successes = [test_episode(env, actor, norm, 10**9 + seed * 100_000 + i,
-                              f"{video_dir}/episode{i:03d}" if capture_video else None) for i in range(episodes)]
+    results = [test_episode(env, actor, norm, 10**9 + seed * 100_000 + i,
+                            f"{video_dir}/episode{i:03d}" if capture_video else None) for i in range(episodes)]
+    successes = [success for success, _ in results]
     print(f"{cfg['env_id']}: test success {np.mean(successes):.3f} over {episodes} deterministic episodes "
-          f"({path}: {os.path.basename(script_path)}, {ckpt['epoch']} epochs)")
+          f"({path}: {os.path.basename(script_path)}, {ckpt['epoch']} epoch{'' if ckpt['epoch'] == 1 else 's'})")
+    if capture_video:
+        print(f"videos: {results[0][1]} ... {results[-1][1]} ({episodes} files)" if episodes > 1
+              else f"video: {results[0][1]}")
     return float(np.mean(successes))
 
 
 if __name__ == "__main__":
     args = tyro.cli(Args)
+    if os.path.isdir(args.checkpoint):  # a run directory: its model.pt, else its checkpoint.pt
+        found = [os.path.join(args.checkpoint, f) for f in ("model.pt", "checkpoint.pt")]
+        args.checkpoint = next((f for f in found if os.path.isfile(f)), args.checkpoint)
     if args.episodes <= 0 or not os.path.isfile(args.checkpoint):
         raise SystemExit(f"evaluate.py: error: needs an existing checkpoint file and --episodes > 0, got "
                          f"{args.checkpoint!r} and {args.episodes}")

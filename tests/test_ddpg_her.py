@@ -1,16 +1,23 @@
 """ddpg_her.py end to end, in subprocesses: options, outputs, determinism, resume, evaluation, and (slow) learning."""
 
+import contextlib
 import csv
 import glob
 import json
 import os
+import pty
+import re
+import select
 import signal
 import subprocess
 import sys
 import time
 
 import pytest
+import torch
 from conftest import requires_gl
+
+import ddpg_her
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "ddpg_her.py")
@@ -57,7 +64,7 @@ def test_help_explains_every_option():
         (["--n-envs", "-2"], "--n-envs must be positive, got -2"),
         (["--random-eps", "1.5"], "--random-eps must be in [0, 1], got 1.5"),
         (["--buffer-size", "60"], "--buffer-size 60 cannot hold one cycle"),
-        (["--resume", "runs/nowhere"], "no checkpoint.pt there"),
+        (["--resume", "runs/nowhere"], "--resume runs/nowhere: no such run directory or checkpoint file"),
     ],
 )
 def test_bad_options_are_refused_with_a_message(tmp_path, options, message):
@@ -68,17 +75,28 @@ def test_bad_options_are_refused_with_a_message(tmp_path, options, message):
 
 
 def test_tiny_run_writes_logs_config_and_checkpoints(tmp_path):
-    proc = run(tmp_path, *TINY, "--n-epochs", "1", "--exp-name", "tiny", "--save-model")
+    proc = run(tmp_path, *TINY, "--n-epochs", "1", "--n-cycles", "1", "--exp-name", "tiny", "--save-model")
     path = run_dir(tmp_path, "tiny")
     assert os.path.basename(path).startswith("FetchReach-v0__tiny__1__")
     rows = metrics(path)
-    assert len(rows) == 1 and rows[0]["env_steps"] == "200" and rows[0]["episodes"] == "4"
+    assert len(rows) == 1 and rows[0]["env_steps"] == "100" and rows[0]["episodes"] == "2"
     for key in ["test_success", "train_success", "mean_q", "actor_loss", "critic_loss"]:
         assert rows[0][key] != ""
     config = json.load(open(os.path.join(path, "config.json")))
     assert config["T"] == 50 and config["gamma"] == pytest.approx(0.98) and config["her_future_p"] == pytest.approx(0.8)
     assert os.path.exists(os.path.join(path, "checkpoint.pt")) and os.path.exists(os.path.join(path, "model.pt"))
-    assert "epoch 1/1 | steps 200 | episodes 4 | test success" in proc.stdout
+    assert "epoch 1/1 | steps 100 | episodes 2 | test success" in proc.stdout
+    assert "done: 1 epoch, 100 env steps" in proc.stdout
+    # Target networks: after the one cycle, target = polyak * initial + (1 - polyak) * main (Baselines' polyak
+    # averaging, once per cycle). The initial weights are those of the seeded networks, rebuilt here.
+    ckpt = torch.load(os.path.join(path, "checkpoint.pt"), weights_only=False)
+    torch.manual_seed(1)
+    dims, polyak = ckpt["dims"], ckpt["args"]["polyak"]
+    initial = [ddpg_her.Actor(dims["x"], dims["u"], 32, 3, 1.0), ddpg_her.Critic(dims["x"], dims["u"], 32, 3, 1.0)]
+    for net, main, target in zip(initial, ckpt["nets"][:2], ckpt["nets"][2:]):
+        assert not torch.equal(main["net.0.weight"], net.state_dict()["net.0.weight"])  # the updates moved it
+        for name, w0 in net.state_dict().items():
+            torch.testing.assert_close(target[name], polyak * w0 + (1 - polyak) * main[name], rtol=1e-5, atol=1e-6)
 
 
 def test_same_seed_same_results(tmp_path):
@@ -90,14 +108,33 @@ def test_same_seed_same_results(tmp_path):
     assert a != c
 
 
+def files(path):
+    return {name: open(os.path.join(path, name)).read() for name in ("config.json", "metrics.csv", "log.txt")}
+
+
 def test_resume_continues_exactly(tmp_path):
     run(tmp_path, *TINY, "--n-epochs", "3", "--exp-name", "whole")
     run(tmp_path, *TINY, "--n-epochs", "2", "--exp-name", "parts")
     path = run_dir(tmp_path, "parts")
-    proc = run(tmp_path, "--resume", path, "--n-epochs", "3")
+    before = files(path)
+    # Options a resume cannot honour are refused, naming them; a finished run is left as it is.
+    for options, message in [(["--batch-size", "256"], "cannot honour --batch-size;"),
+                             (["--seed=2", "--no-save-model"], "cannot honour --save-model, --seed;"),
+                             (["--n-epochs", "1"], "--n-epochs 1 is fewer than the 2 epochs the run has completed")]:
+        proc = run(tmp_path, "--resume", path, *options, check=False)
+        assert proc.returncode == 1 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    proc = run(tmp_path, "--resume", path)
+    assert f"{os.path.join('runs', os.path.basename(path))} is already complete: 2 epochs" in proc.stdout
+    assert files(path) == before  # config.json still agrees with metrics.csv
+    proc = run(tmp_path, "--resume", os.path.join(path, "checkpoint.pt"), "--n-epochs", "3")  # the file works too
     assert "resumed" in proc.stdout and "after epoch 2" in proc.stdout
     assert "resumed" in open(os.path.join(path, "log.txt")).read()
     assert metrics(path) == metrics(run_dir(tmp_path, "whole"))
+    assert json.load(open(os.path.join(path, "config.json")))["n_epochs"] == len(metrics(path)) == 3
+    other = subprocess.run([sys.executable, os.path.join(ROOT, "ddpg.py"), "--resume", path], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=300)
+    assert other.returncode == 1 and "that run was made by ddpg_her.py; resume it with python ddpg_her.py" in \
+        other.stderr
 
 
 def evaluate(cwd, *options):
@@ -125,17 +162,49 @@ def wait_for(proc, text, timeout=120):
     raise AssertionError(f"no {text!r} within {timeout} s:\n{out}")
 
 
-def test_kill_9_then_resume_keeps_the_completed_epochs(tmp_path):
-    proc = start(tmp_path, *TINY, "--n-epochs", "1000", "--exp-name", "killed")
-    wait_for(proc, "epoch 3/1000")  # epoch 2's files are written before epoch 3 starts (epoch 3's may not be yet)
-    os.killpg(proc.pid, signal.SIGKILL)  # the run and its env workers, with no chance to clean up
+def start_in_terminal(cwd, *options):
+    """A run in the background on a pseudo-terminal, so that it prints its live 'epoch E/N: cycle C/M' line at the
+    start of every cycle, i.e. after the previous epoch's files were written; returns (process, terminal fd)."""
+    controller, terminal = pty.openpty()
+    env = dict(os.environ, MUJOCO_GL="egl", WANDB_MODE="offline")
+    proc = subprocess.Popen([sys.executable, SCRIPT, *options], cwd=cwd, stdin=subprocess.DEVNULL, stdout=terminal,
+                            stderr=terminal, env=env, start_new_session=True)
+    os.close(terminal)
+    return proc, controller
+
+
+def kill_at(proc, controller, text, timeout=120):
+    """kill -9 the run and its env workers as soon as it prints `text`."""
+    out, deadline = b"", time.time() + timeout
+    while text.encode() not in out:
+        assert time.time() < deadline and proc.poll() is None, f"no {text!r}:\n{out.decode(errors='replace')}"
+        if select.select([controller], [], [], 1)[0]:
+            with contextlib.suppress(OSError):
+                out += os.read(controller, 4096)
+    os.killpg(proc.pid, signal.SIGKILL)  # no chance to clean up
     proc.wait()
+    os.close(controller)
+
+
+def test_kill_9_at_any_epoch_keeps_every_completed_epoch(tmp_path):
+    """Killed at the start of epoch 3, then (resumed) at the start of epoch 4: each time exactly the epochs before
+    survive (a checkpoint every epoch, odd and even), and the resumed run ends as one uninterrupted run does."""
+    whole = run(tmp_path, *TINY, "--n-epochs", "4", "--exp-name", "whole")
+    assert whole.returncode == 0
+    proc, controller = start_in_terminal(tmp_path, *TINY, "--n-epochs", "4", "--exp-name", "killed")
+    kill_at(proc, controller, "epoch 3/4: cycle 1/")
     path = run_dir(tmp_path, "killed")
-    done = len(metrics(path))
-    assert done >= 2
-    resumed = run(tmp_path, "--resume", path, "--n-epochs", str(done + 1))
-    assert f"resumed {os.path.join('runs', os.path.basename(path))} after epoch" in resumed.stdout
-    assert [int(row["epoch"]) for row in metrics(path)] == list(range(1, done + 2))
+    for completed in (2, 3):
+        assert [int(row["epoch"]) for row in metrics(path)] == list(range(1, completed + 1))
+        assert torch.load(os.path.join(path, "checkpoint.pt"), weights_only=False)["epoch"] == completed
+        if completed == 2:  # resume, and kill again one epoch later
+            proc, controller = start_in_terminal(tmp_path, "--resume", path)
+            kill_at(proc, controller, "epoch 4/4: cycle 1/")
+    resumed = run(tmp_path, "--resume", path)
+    assert f"resumed {path} after epoch 3" in resumed.stdout
+    assert metrics(path) == metrics(run_dir(tmp_path, "whole"))
+    log = open(os.path.join(path, "log.txt")).read()
+    assert "after epoch 2" in log and "after epoch 3" in log
 
 
 def test_ctrl_c_says_how_to_resume(tmp_path):
@@ -144,8 +213,8 @@ def test_ctrl_c_says_how_to_resume(tmp_path):
     os.kill(proc.pid, signal.SIGINT)
     out = proc.communicate(timeout=60)[0]
     assert proc.returncode == 130
-    assert "interrupted after" in out
-    assert "completed epochs; continue from there with: python ddpg_her.py --resume" in out
+    assert re.search(r"interrupted after (1 completed epoch|[2-9] completed epochs); continue from there with: "
+                     r"python ddpg_her\.py --resume", out), out
     assert "Traceback" not in out
 
 
@@ -177,12 +246,15 @@ def test_evaluation_entry_loads_a_checkpoint(tmp_path):
 
 @requires_gl
 def test_videos_of_training_and_evaluation(tmp_path):
-    run(tmp_path, *TINY, "--n-epochs", "1", "--exp-name", "vid", "--save-model", "--capture-video")
+    proc = run(tmp_path, *TINY, "--n-epochs", "1", "--exp-name", "vid", "--save-model", "--capture-video")
     path = run_dir(tmp_path, "vid")
-    assert glob.glob(os.path.join(tmp_path, "videos", os.path.basename(path), "epoch001.*"))
-    proc = evaluate(tmp_path, os.path.join(path, "model.pt"), "--episodes", "2", "--capture-video")
+    (video,) = glob.glob(os.path.join(tmp_path, "videos", os.path.basename(path), "epoch001.*"))
+    assert f"video of a test episode after epoch 1: {os.path.relpath(video, tmp_path)}\n" in proc.stdout  # said
+    proc = evaluate(tmp_path, path, "--episodes", "2", "--capture-video")  # a run directory: its model.pt
     assert proc.returncode == 0, proc.stderr
-    assert len(glob.glob(os.path.join(tmp_path, "videos", f"eval__{os.path.basename(path)}", "episode*"))) == 2
+    videos = sorted(glob.glob(os.path.join(tmp_path, "videos", f"eval__{os.path.basename(path)}", "episode*")))
+    assert len(videos) == 2 and "model.pt: ddpg_her.py, 1 epoch)" in proc.stdout
+    assert f"videos: {os.path.relpath(videos[0], tmp_path)} ... {os.path.relpath(videos[1], tmp_path)}" in proc.stdout
 
 
 @pytest.mark.parametrize("script, env_id", [("ddpg_her_dense.py", "FetchReachDense-v0"), ("ddpg.py", "FetchReach-v0"),

@@ -80,3 +80,27 @@ def test_update_gives_the_critic_the_gradient_of_its_own_loss_only(bf16):
     torch.nn.functional.mse_loss(critic(xn[0], u), target).backward()
     for g, p in zip(got, critic.parameters()):
         assert torch.allclose(g, p.grad, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("gamma, clip_return, action_l2", [(0.98, 50.0, 1.0), (0.9, 10.0, 0.5)])
+def test_update_losses_are_the_papers(gamma, clip_return, action_l2):
+    """update()'s losses against the paper's formulas written out here: the critic's target r + gamma Q'(s', pi'(s'))
+    clipped to [-clip_return, 0] (Baselines), the actor's loss -Q(s, pi(s)) plus the L2 penalty on pi / max_u."""
+    torch.manual_seed(0)
+    max_u = 2.0
+    actor, critic = ddpg_her.Actor(28, 4, 64, 3, max_u), ddpg_her.Critic(28, 4, 64, 3, max_u)
+    nets = (actor, critic, ddpg_her.Actor(28, 4, 64, 3, max_u), ddpg_her.Critic(28, 4, 64, 3, max_u))  # targets differ
+    opt = torch.optim.Adam(list(actor.parameters()) + list(critic.parameters()), lr=0.0)
+    norm = ddpg_her.Normalizer(28, 0.01, 200.0, 5.0)
+    x, u = torch.randn(2, 300, 28), (torch.rand(300, 4) * 2 - 1) * max_u
+    r = torch.cat([torch.full((100, 1), 1.0), torch.full((100, 1), -2 * clip_return), -torch.rand(100, 1)])
+    a_loss, c_loss, mean_q = ddpg_her.update(nets, opt, norm, x, u, r, gamma, clip_return, action_l2).tolist()
+    with torch.no_grad():
+        q_next = nets[3](x[1].clamp(-5, 5), nets[2](x[1].clamp(-5, 5)))  # norm: mean 0, std 1, clipped to 5
+        target = torch.minimum(torch.maximum(r + gamma * q_next, torch.tensor(-clip_return)), torch.tensor(0.0))
+        assert (target[:100] == 0).all() and (target[100:200] == -clip_return).all()  # both clips are exercised
+        q, pi = critic(x[0].clamp(-5, 5), u), actor(x[0].clamp(-5, 5))
+        expected_actor = -critic(x[0].clamp(-5, 5), pi).mean() + action_l2 * ((pi / max_u) ** 2).mean()
+    assert c_loss == pytest.approx(((q - target) ** 2).mean().item(), rel=1e-5)
+    assert a_loss == pytest.approx(expected_actor.item(), rel=1e-5)
+    assert mean_q == pytest.approx(q.mean().item(), rel=1e-5)

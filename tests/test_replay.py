@@ -55,6 +55,26 @@ def test_future_relabelling(p):
     assert set(np.unique(e)) == set(range(N_EPS)) and set(np.unique(t)) == set(range(T))
 
 
+def test_future_offsets_are_uniform_for_every_step():
+    """The whole distribution of t' given t: uniform on {t+1, ..., T} for every t, the final state T included (a
+    chi-square test over all (t, t') cells, and the final state's share alone)."""
+    n = 400_000
+    x, _, _ = ddpg_her.sample_transitions(episodes(), n, 1.0, np.random.default_rng(3))
+    t, future = x[0, :, 1].astype(int), x[0, :, 5].astype(int)
+    assert (future > t).all() and (future <= T).all()
+    counts = np.zeros((T, T + 1))
+    np.add.at(counts, (t, future), 1)
+    n_t = counts.sum(1, keepdims=True)
+    expected = np.where(np.arange(T + 1)[None, :] > np.arange(T)[:, None], n_t / (T - np.arange(T))[:, None], 0.0)
+    cells = expected > 0
+    chi2 = ((counts[cells] - expected[cells]) ** 2 / expected[cells]).sum()
+    dof = cells.sum() - T
+    assert chi2 < dof + 6 * np.sqrt(2 * dof), (chi2, dof)  # about 6 standard deviations above its mean
+    # The final state is the goal of 1/(T - t) of the relabelled samples of step t, e.g. 2% at t = 0.
+    final = counts[:, T].sum() / expected[:, T].sum()
+    assert 0.97 < final < 1.03, final
+
+
 def test_relabelled_rewards_come_from_the_env():
     """With the env's compute_reward, a goal relabelled to the very next achieved goal gets reward 0, others -1."""
     import gymnasium as gym
