@@ -25,8 +25,15 @@ interpreter's MuJoCo, e.g. 4.0); they exchange .npz files in a temporary directo
 (c) trajectory drift on our MuJoCo: the episodes of (a) run by ours-on-MuJoCo-4 vs canonical. Reported only:
     the two simulators differ, and contacts amplify any difference over 50-100 steps.
 (d) reset distributions: per-dimension min/max/mean of the initial observation and desired goal over --resets seeded
-    resets, ours-on-MuJoCo-4 vs canonical. FAIL: a mean differs by more than --tol-dist x max(range of that
-    dimension, --dist-floor success radii). Min and max (extremes of the draws) are reported in the JSON.
+    resets, ours-on-MuJoCo-4 vs canonical. FAIL: a mean, min or max differs by more than --tol-dist x max(range of
+    that dimension, --dist-floor success radii); for the hand-manipulation observations (after the settling through
+    contacts) min and max are reported only.
+(e) goal distributions: --goal-samples goals drawn (`_sample_goal`) after one seeded reset, ours-on-MuJoCo-4 vs
+    canonical: per dimension a KS distance (values may move by 2% of the success radius), the frequency of the most
+    frequent value (a branch: PickAndPlace goals on the table, HandReach goals at the initial fingertips) and the
+    range. FAIL beyond sampling noise (--ks-alpha, 4 sd of a frequency, --tol-range). Under (a) the same draws from
+    ours on MuJoCo 3.3.7 must equal the canonical ones one by one, as must every reset's desired goal where the
+    reset states agree: a different goal never counts as a contact-amplified rounding difference.
 
 Dense variants share the physics of the sparse one: their episodes (a, c) are run in full, while the resets (d) and
 the replayed states (b) come from the sparse id, with the dense reward recomputed by each side's `compute_reward`.
@@ -49,7 +56,7 @@ import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REF_MUJOCO, REF_ROBOTICS = "3.3.7", "1.4.2"
-EPISODE_SEED, RESET_SEED, ACTION_SEED = 1000, 5000, 20180226  # fixed: a run is reproducible bit for bit
+EPISODE_SEED, RESET_SEED, ACTION_SEED, GOAL_SEED = 1000, 5000, 20180226, 777  # fixed: a run is reproducible bit for bit
 STATE_FIELDS = ("qpos", "qvel", "act", "ctrl", "mocap_pos", "mocap_quat", "qacc_warmstart", "time")
 TOL_CODE = 1e-6  # (a): same simulator, same code -> equal to rounding
 
@@ -136,12 +143,16 @@ def _episodes(env, n_episodes: int, record_states: bool) -> dict:
     return out
 
 
-def _resets(env, n_resets: int) -> dict:
+def _resets(env, n_resets: int, n_goals: int) -> dict:
     o, g, a = [], [], []
     for i in range(n_resets):
         obs, _ = env.reset(seed=RESET_SEED + i)
         o.append(obs["observation"]), g.append(obs["desired_goal"]), a.append(obs["achieved_goal"])
-    return {"reset_obs": np.array(o), "reset_dg": np.array(g), "reset_ag": np.array(a)}
+    # (e) many goals drawn after one seeded reset: the goal distribution, rare branches included
+    obs, _ = env.reset(seed=GOAL_SEED)
+    goals = np.array([env.unwrapped._sample_goal() for _ in range(n_goals)], dtype=np.float64)
+    return {"reset_obs": np.array(o), "reset_dg": np.array(g), "reset_ag": np.array(a),
+            "goal_samples": goals, "goal_ag": np.asarray(obs["achieved_goal"], dtype=np.float64)}
 
 
 def _replay(mujoco, env, states: dict, goals: np.ndarray, actions: np.ndarray) -> dict:
@@ -199,7 +210,7 @@ def worker(args) -> int:
                 out["rot_radius"] = np.float64(getattr(env.unwrapped, "rotation_threshold", np.nan))
                 out.update(_episodes(env, args.episodes, record_states=canon_side))
                 if group not in leaders:
-                    out.update(_resets(env, args.resets))
+                    out.update(_resets(env, args.resets, args.goal_samples))
             if canon_side or args.phase == "replay":
                 if group not in leaders:
                     src = out if canon_side else np.load(os.path.join(args.tmp, f"canon-run-{env_id}.npz"))
@@ -256,7 +267,8 @@ def ensure_venv(venv: str) -> str:
 
 def _spawn(python: str, side: str, phase: str, args, ids, tmp):
     cmd = [python, os.path.abspath(__file__), "--worker", side, "--phase", phase, "--tmp", tmp,
-           "--episodes", str(args.episodes), "--resets", str(args.resets), "--ids", *ids]
+           "--episodes", str(args.episodes), "--resets", str(args.resets),
+           "--goal-samples", str(args.goal_samples), "--ids", *ids]
     log = open(os.path.join(tmp, f"{side}-{phase}.log"), "w")
     env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
     return subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env), log
@@ -288,6 +300,82 @@ def _maxdiff(a, b, ang=slice(0, 0)) -> float:
 def _load(tmp, side, phase, env_id):
     path = os.path.join(tmp, f"{side}-{phase}-{env_id}.npz")
     return dict(np.load(path)) if os.path.exists(path) else None
+
+
+def _relative_goals(run: dict) -> np.ndarray:
+    """The goal samples of (e); a hand-manipulation goal's position relative to the object after the reset."""
+    goals = np.array(run["goal_samples"], dtype=np.float64)
+    if goals.shape[-1] == 7:
+        goals[:, :3] -= run["goal_ag"][:3]
+    return goals
+
+
+def _goal_sample_diff(x: dict, y: dict) -> np.ndarray:
+    gx, gy = _relative_goals(x), _relative_goals(y)
+    if gx.shape != gy.shape:
+        return np.ones(max(len(gx), len(gy)), dtype=bool)
+    return np.abs(gx - gy).max(axis=-1) > TOL_CODE
+
+
+def _ks_with_slack(x: np.ndarray, y: np.ndarray, eps: float) -> float:
+    """Two-sample Kolmogorov-Smirnov distance, allowing values to move by eps (an atom shifted by < eps is equal)."""
+    x, y = np.sort(x), np.sort(y)
+    points = np.concatenate([x, y])
+    fx = lambda v: np.searchsorted(x, v, side="right") / len(x)  # noqa: E731
+    fy = lambda v: np.searchsorted(y, v, side="right") / len(y)  # noqa: E731
+    return float(max((fx(points) - fy(points + eps)).max(), (fy(points) - fx(points + eps)).max(), 0.0))
+
+
+def _atom(x: np.ndarray, eps: float) -> tuple:
+    """The most frequent value (values within eps together) and the fraction of draws that take it: the frequency of
+    a branch that fixes a value (PickAndPlace goals on the table, HandReach goals at the initial fingertips)."""
+    buckets, inverse, counts = np.unique(np.round(x / eps), return_inverse=True, return_counts=True)
+    k = int(np.argmax(counts))
+    return float(np.median(x[inverse.ravel() == k])), float(counts[k] / len(x))
+
+
+def _location(x: np.ndarray, eps: float) -> float:
+    """Where a dimension's distribution sits: its most frequent value if it has one, else the middle of its range."""
+    value, mass = _atom(x, eps)
+    return value if mass >= 0.01 else float((x.min() + x.max()) / 2)
+
+
+def compare_goal_samples(O: dict, C: dict, radius: float, rot_radius: float, args) -> dict:
+    """(e) the goal distribution, ours on our MuJoCo vs canonical: per dimension the width of the range, the KS
+    distance and the frequency of the most frequent value, judged against the statistical noise of --goal-samples
+    draws. The distributions are first aligned at their location (most frequent value, or middle of the range):
+    where they sit depends on the arm's start pose, which the two MuJoCo versions settle differently by up to 2 cm;
+    (d) judges the location (means), (e) the shape."""
+    x, y = _relative_goals(O), _relative_goals(C)
+    e = {"samples": int(len(y)), "flagged": []}
+    if x.shape != y.shape:
+        e["flagged"].append(f"goal samples: shapes {x.shape} vs {y.shape}")
+        e["ok"] = False
+        return e
+    n = len(y)
+    crit = np.sqrt(-np.log(args.ks_alpha / 2) / 2) * np.sqrt(2.0 / n)
+    e["ks_critical"] = float(crit)
+    worst_ks, worst_atom, worst_range = 0.0, 0.0, 0.0
+    for i in range(y.shape[1]):
+        quaternion = y.shape[1] == 7 and i >= 3
+        eps = 0.02 * (rot_radius if quaternion else radius)
+        scale = max(np.ptp(y[:, i]), args.dist_floor * (rot_radius if quaternion else radius))
+        xi = x[:, i] - _location(x[:, i], eps) + _location(y[:, i], eps)
+        ks = _ks_with_slack(xi, y[:, i], eps)
+        mo, mc = _atom(x[:, i], eps)[1], _atom(y[:, i], eps)[1]
+        p = max(mc, 1.0 / n)
+        atom_tol = 4 * np.sqrt(p * (1 - p) * 2.0 / n) + 2.0 / n
+        range_ratio = max(abs(xi.min() - y[:, i].min()), abs(xi.max() - y[:, i].max())) / scale
+        worst_ks, worst_atom, worst_range = max(worst_ks, ks), max(worst_atom, abs(mo - mc)), max(worst_range, range_ratio)
+        if ks > crit:
+            e["flagged"].append(f"goal[{i}] distribution: KS distance {ks:.3f} > {crit:.3f}")
+        if abs(mo - mc) > atom_tol:
+            e["flagged"].append(f"goal[{i}] most frequent value: ours {mo:.4f} of the draws, canonical {mc:.4f}")
+        if range_ratio > args.tol_range:
+            e["flagged"].append(f"goal[{i}] range (aligned): ours [{xi.min():.4f}, {xi.max():.4f}], canonical "
+                                f"[{y[:, i].min():.4f}, {y[:, i].max():.4f}]")
+    e.update(worst_ks=worst_ks, worst_atom_diff=worst_atom, worst_range_ratio=worst_range, ok=not e["flagged"])
+    return e
 
 
 def compare(env_id, canon_id, tmp, args, leader_of) -> dict:
@@ -331,20 +419,33 @@ def compare(env_id, canon_id, tmp, args, leader_of) -> dict:
     part = state_diff > TOL_CODE
     a["episodes_diverging"] = int(part.any(axis=1).sum())
     a["first_divergence_step"] = int(np.argmax(part.any(axis=0))) if part.any() else None
-    unexplained_part = part.any(axis=1) & (state_diff[:, 0] < 1e-12)
+    # What explains a parting is the physics at the reset (observation, achieved goal), never the desired goal: a goal
+    # is drawn from the seeded generator, and a different goal after an identical reset is a different goal sampler.
+    reset_physics_diff = np.maximum(np.abs(R["obs"][:, 0] - C["obs"][:, 0]).max(axis=-1),
+                                    np.abs(R["ag"][:, 0] - C["ag"][:, 0]).max(axis=-1))
+    unexplained_part = part.any(axis=1) & (reset_physics_diff < 1e-12)
     a["episodes_diverging_from_identical_resets"] = int(unexplained_part.sum())
     # Rewards and successes must agree wherever the states still agree.
     same = ~part[:, 1:]
     a["reward_diff_where_states_agree"] = float(np.abs(R["rew"] - C["rew"])[same].max()) if same.any() else 0.0
     a["success_mismatches_where_states_agree"] = int((R["succ"] != C["succ"])[same].sum())
-    rs = np.abs(_load(tmp, "ref", "run", L)["reset_obs"] - CL["reset_obs"]).max(axis=-1)
+    RL = _load(tmp, "ref", "run", L)
+    rs_physics = np.maximum(np.abs(RL["reset_obs"] - CL["reset_obs"]).max(axis=-1),
+                            np.abs(RL["reset_ag"] - CL["reset_ag"]).max(axis=-1))
+    rs_goal = np.abs(RL["reset_dg"] - CL["reset_dg"]).max(axis=-1)
+    rs = np.maximum(rs_physics, rs_goal)
     a["resets_diverging"] = int((rs > TOL_CODE).sum())
+    a["reset_goals_differing_after_identical_physics"] = int(((rs_goal > TOL_CODE) & (rs_physics < 1e-12)).sum())
+    # (e) the goals drawn after one seeded reset, one by one (positions of hand-manipulation goals relative to the
+    # object, whose settled position may part through contacts).
+    a["goal_samples_differing"] = int(_goal_sample_diff(RL, CL).sum()) if "goal_samples" in CL else -1
     a["max_diff"] = max(a["episode_obs"], a["episode_reward"], a["reset_obs"], a["replay_obs"], a["replay_reward"])
     a["ok"] = bool(
         a["same_actions"]
         and a["replay_obs"] < TOL_CODE and a["replay_reward"] < TOL_CODE and a["replay_success_mismatches"] == 0
         and a["reward_diff_where_states_agree"] < TOL_CODE and a["success_mismatches_where_states_agree"] == 0
         and a["episodes_diverging_from_identical_resets"] == 0
+        and a["reset_goals_differing_after_identical_physics"] == 0 and a["goal_samples_differing"] == 0
         and a["resets_diverging"] <= args.max_reset_divergence * len(rs)
     )
 
@@ -417,9 +518,13 @@ def compare(env_id, canon_id, tmp, args, leader_of) -> dict:
         for stat, fx, fy in (("mean", x.mean(0), y.mean(0)), ("min", x.min(0), y.min(0)), ("max", x.max(0), y.max(0))):
             delta = np.abs(fx - fy)
             ratio = delta / scale
-            if stat == "mean":  # min and max are extremes of 200 draws: reported, not judged
+            # Means are judged; so are min and max (the range of the draws) of the goal, and of the observation where
+            # a reset does not let the physics settle (Fetch, HandReach: the draws are placed as drawn). After the
+            # hand's settling through contacts, extremes of the observation are reported only.
+            judged = stat == "mean" or name == "desired_goal" or not env_id.startswith("HandManipulate")
+            if judged:
                 for i in np.flatnonzero(ratio > args.tol_dist):
-                    d["flagged"].append(f"{name}[{i}] mean: ours {fx[i]:.4f} canonical {fy[i]:.4f} "
+                    d["flagged"].append(f"{name}[{i}] {stat}: ours {fx[i]:.4f} canonical {fy[i]:.4f} "
                                         f"(canonical range {rng[i]:.4f})")
             i = int(np.argmax(ratio))
             key = "worst" if stat == "mean" else "worst_" + stat
@@ -429,16 +534,21 @@ def compare(env_id, canon_id, tmp, args, leader_of) -> dict:
                           "range": float(rng[i]), "diff": float(delta[i]), "diff_over_scale": float(ratio[i])}
     d["ok"] = not d["flagged"]
 
-    res.update(a=a, b=b, c=c, d=d, ok=bool(a["ok"] and b["ok"] and d["ok"]))
+    # (e) goal distributions over many draws: ours on our MuJoCo vs canonical ----------------------------------------
+    e = compare_goal_samples(OL, CL, radius, rot_radius, args) if "goal_samples" in CL else {"ok": False,
+                                                                                          "flagged": ["no goal samples"]}
+
+    res.update(a=a, b=b, c=c, d=d, e=e, ok=bool(a["ok"] and b["ok"] and d["ok"] and e["ok"]))
     return res
 
 
 def _table(results, skipped) -> str:
-    head = ("id", "canonical", "(a) code, 3.3.7", "(b) one step, ours' mujoco", "(c) drift", "(d) resets", "result")
+    head = ("id", "canonical", "(a) code, 3.3.7", "(b) one step, ours' mujoco", "(c) drift", "(d) resets", "(e) goals",
+            "result")
     rows = []
     for r in results:
         if "a" not in r:
-            rows.append((r["id"], r["canonical"] or "-", "-", "-", "-", "-", "FAIL: " + r["error"]))
+            rows.append((r["id"], r["canonical"] or "-", "-", "-", "-", "-", "-", "FAIL: " + r["error"]))
             continue
         a, b, c, d = r["a"], r["b"], r["c"], r["d"]
         parted = f" part {a['episodes_diverging']}/{a['episodes']},{a['resets_diverging']}" if a["max_diff"] >= TOL_CODE else ""
@@ -449,8 +559,10 @@ def _table(results, skipped) -> str:
         cb += f" obs {b['observation']:.0e}" + (f" flips {b['success_mismatches']}" if b["success_mismatches"] else "")
         cc = f"{c.get('max_achieved_goal', float('nan')):.3f} succ {c.get('success_agreement', float('nan')):.2f}"
         cd = f"{'ok' if d['ok'] else 'FAIL ' + str(len(d['flagged']))} {(d['worst'] or {}).get('diff_over_scale', 0):.2f}"
-        rows.append((r["id"], r["canonical"], ca, cb, cc, cd, "PASS" if r["ok"] else "FAIL"))
-    rows += [(i, "-", "-", "-", "-", "-", "skipped: " + why) for i, why in skipped.items()]
+        e = r.get("e") or {}
+        ce = f"{'ok' if e.get('ok') else 'FAIL ' + str(len(e.get('flagged', [])))} ks {e.get('worst_ks', float('nan')):.3f}"
+        rows.append((r["id"], r["canonical"], ca, cb, cc, cd, ce, "PASS" if r["ok"] else "FAIL"))
+    rows += [(i, "-", "-", "-", "-", "-", "-", "skipped: " + why) for i, why in skipped.items()]
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
     fmt = "  ".join("{:<%d}" % w for w in widths)
     return "\n".join([fmt.format(*head), fmt.format(*("-" * w for w in widths))] + [fmt.format(*row) for row in rows])
@@ -461,6 +573,13 @@ def main(argv=None) -> int:
     p.add_argument("--ids", nargs="+", help="ids to compare (default: every registered id with a canonical counterpart)")
     p.add_argument("--episodes", type=int, default=5, help="seeded episodes of full length per id (a, b, c)")
     p.add_argument("--resets", type=int, default=200, help="seeded resets per id (d)")
+    p.add_argument("--goal-samples", type=int, default=20000,
+                   help="(a, e) goals drawn after one seeded reset per id: enough to tell a branch taken 50%% of the\n"
+                        "time from one taken 45%%")
+    p.add_argument("--ks-alpha", type=float, default=1e-6,
+                   help="(e) false-alarm rate per goal dimension of the KS and frequency checks")
+    p.add_argument("--tol-range", type=float, default=0.05,
+                   help="(e) largest difference of a goal dimension's min or max, over max(range, --dist-floor radii)")
     p.add_argument("--venv", default=os.path.join(REPO, ".venv-ref"), help="the reference venv (created if missing)")
     p.add_argument("--out", help="write the JSON summary here")
     p.add_argument("--tol-pos", type=float, default=0.25,
@@ -550,10 +669,20 @@ def main(argv=None) -> int:
     percentile exceeds {args.tol_pos:g} x the success radius, or a reward/success differs where the goals agree.
 (c) max achieved-goal diff along full episodes on mujoco {mujoco.__version__}, and the fraction of steps whose success agrees
     (reported only).
-(d) worst |ours - canonical| of a per-dimension mean over max(range, {args.dist_floor:g} success radii); FAIL above {args.tol_dist:g}.""")
+(d) worst |ours - canonical| of a per-dimension mean, min or max over max(range, {args.dist_floor:g} success radii); FAIL above
+    {args.tol_dist:g} (min and max of the hand-manipulation observations after settling are reported only).
+(e) {args.goal_samples} goals after one seeded reset: worst per-dimension KS distance; FAIL when a KS distance, the
+    frequency of a dimension's most frequent value (a branch) or a range differs beyond sampling noise.""")
     for r in results:
-        for f in (r.get("d") or {}).get("flagged", []):
-            print(f"  {r['id']} (d) {f}")
+        for part in ("d", "e"):
+            for f in (r.get(part) or {}).get("flagged", []):
+                print(f"  {r['id']} ({part}) {f}")
+        if r.get("a") and r["a"]["reset_goals_differing_after_identical_physics"]:
+            print(f"  {r['id']} (a) {r['a']['reset_goals_differing_after_identical_physics']} reset(s) give a different "
+                  "desired goal though the reset states agree: the goal sampler differs")
+        if r.get("a") and r["a"]["goal_samples_differing"]:
+            print(f"  {r['id']} (a) {r['a']['goal_samples_differing']} of the {args.goal_samples} goals drawn after one "
+                  "seeded reset differ from the canonical ones: the goal sampler differs")
         if r.get("a") and r["a"]["episodes_diverging_from_identical_resets"]:
             print(f"  {r['id']} (a) {r['a']['episodes_diverging_from_identical_resets']} episode(s) part from the canonical "
                   f"ones after identical resets (first at step {r['a']['first_divergence_step']}), though every step from "
