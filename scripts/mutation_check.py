@@ -1,0 +1,349 @@
+#!/usr/bin/env python
+"""Do the tests catch the bugs they are named for? Break the code one line at a time and run the tests.
+
+    python scripts/mutation_check.py                   # every mutation below
+    python scripts/mutation_check.py --list            # their names, files and test selections
+    python scripts/mutation_check.py --only fetch_reach_target_range hand_reach_np_random
+    python scripts/mutation_check.py --only 'fetch_*' --skip '*@parity'   # shell-style patterns
+    python scripts/mutation_check.py --baseline        # first check that each selection passes unmutated
+
+Each mutation replaces one exact text (which must occur exactly once) in one file of a scratch copy of the
+repository: the working tree as it is, committed or not, without .git, runs/, .venv* (the reference venv of
+scripts/parity.py is linked in) and caches. The mutation's pytest selection then runs in the copy (with
+PYTHONPATH on the copy, so the mutated `envs` is the one imported). CAUGHT: pytest reports failing tests (or a
+collection error); SURVIVED: it passes. The copy is restored after each mutation and removed at the end.
+Exit status: 0 when every mutation marked `must_catch` is caught, 1 otherwise, 2 on a set-up error.
+"""
+
+import argparse
+import fnmatch
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+IGNORE = shutil.ignore_patterns(".git", "runs", ".venv*", "__pycache__", ".pytest_cache", "*.egg-info", "wandb",
+                                "videos", ".benchmarks", "MUJOCO_LOG.TXT")
+
+ENVS_FAST = ["tests/test_envs.py", "tests/test_hand_envs.py", "-x", "-q"]
+PARITY = ["tests/test_parity.py", "-m", "parity", "-x", "-q"]
+
+
+def m(name, file, old, new, tests, description, must_catch=True, env=None):
+    return dict(name=name, file=file, old=old, new=new, tests=tests, description=description, must_catch=must_catch,
+                env=env or {})
+
+
+MUTATIONS = [
+    # ---- the breaks of issue 12 (each left the suite, or parity, green before) --------------------------------------
+    m("hand_is_success_scalar", "envs/hand.py",
+      "return ((d_pos < self.distance_threshold) & (d_rot < self.rotation_threshold)).astype(np.float32)",
+      "return np.float32(np.all((d_pos < self.distance_threshold) & (d_rot < self.rotation_threshold)))",
+      ENVS_FAST, "HandManipulateEnv._is_success returns one scalar for a whole batch"),
+    m("fetch_reach_target_range", "envs/fetch.py",
+      "            target_range=0.15,\n            reward_type=reward_type,\n            **kwargs,\n        )\n\n\n"
+      "class FetchPushEnv",
+      "            target_range=0.10,\n            reward_type=reward_type,\n            **kwargs,\n        )\n\n\n"
+      "class FetchPushEnv",
+      ENVS_FAST, "FetchReach target_range 0.15 -> 0.10 (fast suite)"),
+    m("fetch_reach_target_range@parity", "envs/fetch.py",
+      "            target_range=0.15,\n            reward_type=reward_type,\n            **kwargs,\n        )\n\n\n"
+      "class FetchPushEnv",
+      "            target_range=0.10,\n            reward_type=reward_type,\n            **kwargs,\n        )\n\n\n"
+      "class FetchPushEnv",
+      PARITY, "FetchReach target_range 0.15 -> 0.10 (parity)", env={"PARITY_IDS": "FetchReach-v0"}),
+    m("fetch_air_probability", "envs/fetch.py",
+      "AIR_TARGET_PROBABILITY, AIR_TARGET_MAX_HEIGHT = 0.5, 0.45",
+      "AIR_TARGET_PROBABILITY, AIR_TARGET_MAX_HEIGHT = 0.45, 0.45",
+      ENVS_FAST, "PickAndPlace goals in the air 50% -> 45% (fast suite)"),
+    m("fetch_air_probability@parity", "envs/fetch.py",
+      "AIR_TARGET_PROBABILITY, AIR_TARGET_MAX_HEIGHT = 0.5, 0.45",
+      "AIR_TARGET_PROBABILITY, AIR_TARGET_MAX_HEIGHT = 0.45, 0.45",
+      PARITY, "PickAndPlace goals in the air 50% -> 45% (parity)", env={"PARITY_IDS": "FetchPickAndPlace-v0"}),
+    m("render_raises", "envs/goal_env.py",
+      "    def render(self):\n        if self.render_mode is None:",
+      "    def render(self):\n        raise RuntimeError('broken render')\n        if self.render_mode is None:",
+      ENVS_FAST, "GoalEnv.render raises RuntimeError"),
+    m("action_shape_check_removed", "envs/goal_env.py",
+      "if action.shape != self.action_space.shape:", "if False:",
+      ENVS_FAST, "the action shape check removed"),
+    m("hand_reach_np_random", "envs/hand.py",
+      "if self.np_random.uniform() < INITIAL_GOAL_PROBABILITY:", "if np.random.uniform() < INITIAL_GOAL_PROBABILITY:",
+      ENVS_FAST, "HandReach's 10% initial-goal branch draws from np.random"),
+    # ---- rewards and success --------------------------------------------------------------------------------------
+    m("fetch_sparse_sign", "envs/fetch.py",
+      "return -np.float32(d > self.distance_threshold)", "return np.float32(d > self.distance_threshold)",
+      ENVS_FAST, "Fetch sparse reward +1/0 instead of -1/0"),
+    m("fetch_dense_sign", "envs/fetch.py",
+      "        return -d\n", "        return d\n", ENVS_FAST, "Fetch dense reward +d"),
+    m("fetch_threshold", "envs/fetch.py",
+      "DISTANCE_THRESHOLD = 0.05", "DISTANCE_THRESHOLD = 0.06", ENVS_FAST, "Fetch success radius 5 -> 6 cm"),
+    m("fetch_success_threshold_only", "envs/fetch.py",
+      "np.float32(goal_distance(achieved_goal, desired_goal) < self.distance_threshold)",
+      "np.float32(goal_distance(achieved_goal, desired_goal) < 1.2 * self.distance_threshold)",
+      ENVS_FAST, "Fetch is_success with another radius than the reward"),
+    m("goal_distance_l1", "envs/goal_env.py",
+      "return np.sqrt(np.add.reduce(diff * diff, axis=-1))", "return np.add.reduce(np.abs(diff), axis=-1)",
+      ENVS_FAST, "goal distance L1 instead of Euclidean"),
+    m("hand_position_threshold", "envs/hand.py",
+      "POSITION_THRESHOLD = 0.01  # paper", "POSITION_THRESHOLD = 0.015  # paper", ENVS_FAST,
+      "hand position radius 1 -> 1.5 cm"),
+    m("pen_position_threshold", "envs/hand.py",
+      "PEN_POSITION_THRESHOLD = 0.05", "PEN_POSITION_THRESHOLD = 0.04", ENVS_FAST, "pen position radius 5 -> 4 cm"),
+    m("rotation_threshold", "envs/hand.py",
+      "ROTATION_THRESHOLD = 0.1 ", "ROTATION_THRESHOLD = 0.12 ", ENVS_FAST, "rotation threshold 0.1 -> 0.12 rad"),
+    m("hand_dense_weight", "envs/hand.py",
+      "DENSE_POSITION_WEIGHT = 10.0", "DENSE_POSITION_WEIGHT = 1.0", ENVS_FAST, "dense -(d_pos + d_rot)"),
+    m("hand_dense_rot_sign", "envs/hand.py",
+      "return -(DENSE_POSITION_WEIGHT * d_pos + d_rot)", "return -(DENSE_POSITION_WEIGHT * d_pos) + d_rot",
+      ENVS_FAST, "hand dense reward rewards rotation error"),
+    m("hand_sparse_offset", "envs/hand.py",
+      "return self._is_success(achieved_goal, desired_goal) - np.float32(1.0)",
+      "return self._is_success(achieved_goal, desired_goal)", ENVS_FAST, "hand sparse reward 0/1 instead of -1/0"),
+    m("hand_reach_threshold", "envs/hand.py",
+      "REACH_DISTANCE_THRESHOLD = 0.01", "REACH_DISTANCE_THRESHOLD = 0.02", ENVS_FAST, "HandReach radius 1 -> 2 cm"),
+    m("hand_reach_dense", "envs/hand.py",
+      "        return -d\n", "        return -d * d\n", ENVS_FAST, "HandReach dense -d^2"),
+    m("pen_ignore_z_off", "envs/hand.py",
+      "randomize_initial_rotation=False, ignore_z_target_rotation=True,",
+      "randomize_initial_rotation=False, ignore_z_target_rotation=False,", ENVS_FAST,
+      "pen counts rotation about its own axis"),
+    # ---- goals and initial states ------------------------------------------------------------------------------
+    m("slide_target_offset", "envs/fetch.py",
+      "target_offset=[0.4, 0.0, 0.0],", "target_offset=[0.3, 0.0, 0.0],", ENVS_FAST, "FetchSlide target offset"),
+    m("slide_target_range", "envs/fetch.py",
+      "target_range=0.3,", "target_range=0.2,", ENVS_FAST, "FetchSlide target range 0.3 -> 0.2"),
+    m("slide_obj_range", "envs/fetch.py",
+      "obj_range=0.1,", "obj_range=0.15,", ENVS_FAST, "FetchSlide object range 0.1 -> 0.15"),
+    m("push_obj_range", "envs/fetch.py",
+      "            obj_range=0.15,\n            target_range=0.15,\n            reward_type=reward_type,\n"
+      "            **kwargs,\n        )\n\n\nclass FetchSlideEnv",
+      "            obj_range=0.1,\n            target_range=0.15,\n            reward_type=reward_type,\n"
+      "            **kwargs,\n        )\n\n\nclass FetchSlideEnv", ENVS_FAST, "FetchPush object range 0.15 -> 0.1"),
+    m("min_object_gripper_distance", "envs/fetch.py",
+      "MIN_OBJECT_GRIPPER_DISTANCE = 0.1", "MIN_OBJECT_GRIPPER_DISTANCE = 0.05", ENVS_FAST,
+      "object may start 5 cm from the gripper"),
+    m("air_max_height", "envs/fetch.py",
+      "AIR_TARGET_PROBABILITY, AIR_TARGET_MAX_HEIGHT = 0.5, 0.45",
+      "AIR_TARGET_PROBABILITY, AIR_TARGET_MAX_HEIGHT = 0.5, 0.3", ENVS_FAST, "goals in the air up to 30 cm"),
+    m("gripper_start_offset", "envs/fetch.py",
+      "GRIPPER_START_OFFSET = np.array([-0.498, 0.005, -0.431])",
+      "GRIPPER_START_OFFSET = np.array([-0.498, 0.005, -0.401])", ENVS_FAST, "gripper starts 3 cm higher"),
+    m("hand_target_position_range", "envs/hand.py",
+      "TARGET_POSITION_RANGE = np.array([(-0.04, 0.04), (-0.06, 0.02), (0.0, 0.06)])",
+      "TARGET_POSITION_RANGE = np.array([(-0.04, 0.04), (-0.04, 0.04), (0.0, 0.06)])", ENVS_FAST,
+      "hand target position box"),
+    m("hand_initial_position_noise", "envs/hand.py",
+      "INITIAL_POSITION_NOISE = 0.005", "INITIAL_POSITION_NOISE = 0.01", ENVS_FAST,
+      "object start noise 5 -> 10 mm (fast suite)", must_catch=False),
+    m("hand_initial_position_noise@parity", "envs/hand.py",
+      "INITIAL_POSITION_NOISE = 0.005", "INITIAL_POSITION_NOISE = 0.01", PARITY,
+      "object start noise 5 -> 10 mm (parity)", env={"PARITY_IDS": "HandManipulateEggFull-v0"}),
+    m("meeting_point_offset", "envs/hand.py",
+      "MEETING_POINT_OFFSET = np.array([0.0, -0.09, 0.05])", "MEETING_POINT_OFFSET = np.array([0.0, -0.07, 0.05])",
+      ENVS_FAST, "HandReach meeting point 2 cm off"),
+    m("fingertip_gap", "envs/hand.py",
+      "FINGERTIP_GAP = 0.005", "FINGERTIP_GAP = 0.01", ENVS_FAST, "HandReach tips stop 1 cm short"),
+    m("hand_reach_initial_probability", "envs/hand.py",
+      "INITIAL_GOAL_PROBABILITY = 0.1", "INITIAL_GOAL_PROBABILITY = 0.05", ENVS_FAST,
+      "HandReach initial goals 10% -> 5%"),
+    m("z_axis", "envs/hand.py",
+      "_Z_AXIS = np.array([0.0, 0.0, 1.0])", "_Z_AXIS = np.array([0.0, 1.0, 0.0])", ENVS_FAST,
+      "RotateZ goals about y"),
+    # ---- episode lengths, timing, actions, observations ----------------------------------------------------------
+    m("fetch_episode_length", "envs/__init__.py",
+      '"FetchReach": ("envs.fetch:FetchReachEnv", 50),', '"FetchReach": ("envs.fetch:FetchReachEnv", 60),',
+      ENVS_FAST, "FetchReach episodes of 60 steps"),
+    m("hand_episode_length", "envs/__init__.py",
+      '"HandManipulateEggFull": ("envs.hand:HandManipulateEggFullEnv", 100),',
+      '"HandManipulateEggFull": ("envs.hand:HandManipulateEggFullEnv", 50),', ENVS_FAST,
+      "HandManipulateEggFull episodes of 50 steps"),
+    m("n_substeps", "envs/goal_env.py",
+      "N_SUBSTEPS = 20 ", "N_SUBSTEPS = 10 ", ENVS_FAST, "10 substeps (50 Hz control)"),
+    m("fetch_max_displacement", "envs/fetch.py",
+      "MAX_DISPLACEMENT = 0.05", "MAX_DISPLACEMENT = 0.03", ENVS_FAST, "3 cm per unit of action"),
+    m("fetch_gripper_scale", "envs/fetch.py",
+      "d.ctrl[:] = d.qpos[self._actuator_qpos] + action[3]", "d.ctrl[:] = d.qpos[self._actuator_qpos] + 0.5 * action[3]",
+      ENVS_FAST, "gripper action halved"),
+    m("fetch_fingers_unlocked", "envs/fetch.py",
+      "self.data.qpos[self._finger_qpos] = 0.0", "self.data.qpos[self._finger_qpos] = 0.01", ENVS_FAST,
+      "blocked gripper not closed"),
+    m("hand_action_scale", "envs/hand.py",
+      "np.clip(center + action * self._ctrl_half_range,", "np.clip(center + 0.5 * action * self._ctrl_half_range,",
+      ENVS_FAST, "hand actions reach half the actuator range"),
+    m("fetch_obs_velocity_swap", "envs/fetch.py",
+      "object_velp - grip_velp, object_velr, grip_velp, fingers_qvel)",
+      "object_velp - grip_velp, grip_velp, object_velr, fingers_qvel)", ENVS_FAST, "Fetch observation layout"),
+    m("fetch_obs_velocity_unscaled", "envs/fetch.py",
+      "vel = jac @ qvel * dt", "vel = jac @ qvel", ENVS_FAST, "Fetch object-task velocities not scaled by dt"),
+    m("fetch_finger_velocity_unscaled", "envs/fetch.py",
+      "qvel[self._finger_qvel] * dt", "qvel[self._finger_qvel]", ENVS_FAST, "Fetch finger velocities not scaled"),
+    m("hand_obs_qpos", "envs/hand.py",
+      "obs[:n] = d.qpos[:n]", "obs[:n] = d.qvel[:n]", ENVS_FAST, "hand observation: velocities for positions"),
+    m("hand_reach_obs_qvel_scaled", "envs/hand.py",
+      "obs[self._obs_qvel] = d.qvel[: self._n_robot_joints]",
+      "obs[self._obs_qvel] = d.qvel[: self._n_robot_joints] * self.dt", ENVS_FAST, "HandReach velocities scaled"),
+    # ---- the training scripts (their tests are written by someone else; these may survive for now) -----------------
+    m("train_checkpoint_odd_epochs", "ddpg_her.py",
+      "if args.checkpoint:", "if args.checkpoint and (epoch + 1) % 2:",
+      ["tests/test_ddpg_her.py", "-x", "-q"], "checkpoint only after odd epochs", must_catch=False),
+    m("train_her_future_never_final", "ddpg_her.py",
+      "future_t = t + 1 + (rng.random(n) * (T - t)).astype(np.int64)",
+      "future_t = t + 1 + (rng.random(n) * (T - 1 - t)).astype(np.int64)",
+      ["tests/test_replay.py", "-x", "-q"], "HER 'future' never picks the final state", must_catch=False),
+    m("train_polyak_inverted", "ddpg_her.py",
+      "torch._foreach_lerp_(target_params, main_params, 1.0 - args.polyak)",
+      "torch._foreach_lerp_(target_params, main_params, args.polyak)",
+      ["tests/test_networks.py", "tests/test_ddpg_her.py", "-x", "-q"], "target networks averaged with 1 - polyak",
+      must_catch=False),
+    m("train_no_discount", "ddpg_her.py",
+      "target = (r + gamma * q_next).clamp_(-clip_return, 0.0)", "target = (r + q_next).clamp_(-clip_return, 0.0)",
+      ["tests/test_networks.py", "tests/test_ddpg_her.py", "-x", "-q"], "no discount in the target",
+      must_catch=False),
+    m("train_clip_above_zero", "ddpg_her.py",
+      "target = (r + gamma * q_next).clamp_(-clip_return, 0.0)",
+      "target = (r + gamma * q_next).clamp_(-clip_return, 1.0)",
+      ["tests/test_networks.py", "tests/test_ddpg_her.py", "-x", "-q"], "target clipped at 1 instead of 0",
+      must_catch=False),
+    m("train_actor_loss_sign", "ddpg_her.py",
+      "actor_loss = -critic(x[0], pi).mean() + action_l2 * (pi / actor.max_u).square().mean()",
+      "actor_loss = critic(x[0], pi).mean() + action_l2 * (pi / actor.max_u).square().mean()",
+      ["tests/test_networks.py", "tests/test_ddpg_her.py", "-x", "-q"], "actor minimises Q", must_catch=False),
+]
+
+
+def make_copy() -> str:
+    scratch = tempfile.mkdtemp(prefix="mutation-")
+    root = os.path.join(scratch, "repo")
+    shutil.copytree(REPO, root, ignore=IGNORE, symlinks=True)
+    ref = os.path.join(REPO, ".venv-ref")
+    if os.path.isdir(ref):
+        os.symlink(ref, os.path.join(root, ".venv-ref"))
+    return root
+
+
+def run_env(root: str, extra: dict) -> dict:
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""), **extra)
+    env.setdefault("MUJOCO_GL", "egl")
+    return env
+
+
+def run_pytest(root: str, tests: list, extra_env: dict, timeout: float) -> tuple:
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *tests]
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, cwd=root, env=run_env(root, extra_env), capture_output=True, text=True,
+                              timeout=timeout)
+        rc, out = proc.returncode, proc.stdout + proc.stderr
+    except subprocess.TimeoutExpired as exc:
+        rc, out = -1, (exc.stdout or "") if isinstance(exc.stdout, str) else ""
+    return rc, out, time.perf_counter() - t0
+
+
+def verdict(rc: int, out: str) -> tuple:
+    failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", out, flags=re.M)
+    if rc == 0:
+        return "SURVIVED", ""
+    if rc == 1:
+        return "CAUGHT", failed[0] if failed else "(failures)"
+    if rc == 2 and failed:
+        return "CAUGHT", failed[0] + " (collection error)"
+    if rc == -1:
+        return "TIMEOUT", ""
+    return "ERROR", f"pytest exit {rc}: " + out.strip().splitlines()[-1][:120] if out.strip() else f"pytest exit {rc}"
+
+
+def check_texts(mutations) -> list:
+    problems = []
+    for mu in mutations:
+        path = os.path.join(REPO, mu["file"])
+        text = open(path).read() if os.path.exists(path) else ""
+        n = text.count(mu["old"])
+        if n != 1:
+            problems.append(f"{mu['name']}: the old text occurs {n} times in {mu['file']} (must be exactly once)")
+    return problems
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--only", nargs="+", metavar="NAME", help="run only these mutations (names or shell patterns)")
+    p.add_argument("--skip", nargs="+", metavar="NAME", default=[], help="leave these out (names or patterns)")
+    p.add_argument("--list", action="store_true", help="list the mutations and exit")
+    p.add_argument("--baseline", action="store_true", help="first run each test selection on the unmutated copy")
+    p.add_argument("--timeout", type=float, default=900, help="seconds per pytest run")
+    p.add_argument("-v", "--verbose", action="store_true", help="print the pytest output tail of each run")
+    args = p.parse_args(argv)
+
+    chosen = [mu for mu in MUTATIONS
+              if (not args.only or any(fnmatch.fnmatch(mu["name"], pat) for pat in args.only))
+              and not any(fnmatch.fnmatch(mu["name"], pat) for pat in args.skip)]
+    if args.list:
+        for mu in MUTATIONS:
+            env = " ".join(f"{k}={v!r}" for k, v in mu["env"].items())
+            print(f"{mu['name']:<36} {mu['file']:<18} {'' if mu['must_catch'] else '(may survive) '}{mu['description']}"
+                  f"\n{'':<36} pytest {' '.join(mu['tests'])} {env}")
+        return 0
+    if not chosen:
+        print("mutation_check: no mutation matches", file=sys.stderr)
+        return 2
+    problems = check_texts(chosen)
+    if problems:
+        print("mutation_check: " + "\n  ".join(["old texts not found exactly once:"] + problems), file=sys.stderr)
+        return 2
+
+    root = make_copy()
+    results = []
+    try:
+        where = subprocess.run([sys.executable, "-c", "import envs; print(envs.__file__)"], cwd=root,
+                               env=run_env(root, {}), capture_output=True, text=True).stdout.strip()
+        if not where.startswith(root):
+            print(f"mutation_check: the copy imports envs from {where!r}, not from {root}", file=sys.stderr)
+            return 2
+        print(f"mutation_check: {len(chosen)} mutations in a copy at {root}", flush=True)
+        if args.baseline:
+            for tests, env in {(tuple(mu["tests"]), tuple(sorted(mu["env"].items()))) for mu in chosen}:
+                rc, out, sec = run_pytest(root, list(tests), dict(env), args.timeout)
+                print(f"  baseline {'pass' if rc == 0 else 'FAIL'} ({sec:.0f} s): pytest {' '.join(tests)} {dict(env)}",
+                      flush=True)
+                if rc != 0:
+                    print(out[-3000:])
+                    return 2
+        for mu in chosen:
+            path = os.path.join(root, mu["file"])
+            original = open(path).read()
+            try:
+                with open(path, "w") as f:
+                    f.write(original.replace(mu["old"], mu["new"], 1))
+                rc, out, sec = run_pytest(root, mu["tests"], mu["env"], args.timeout)
+            finally:
+                with open(path, "w") as f:
+                    f.write(original)
+            result, where = verdict(rc, out)
+            results.append((mu, result, where, sec))
+            print(f"  {result:<8} {mu['name']:<36} {sec:5.0f} s  {where}", flush=True)
+            if args.verbose:
+                print("\n".join("      " + line for line in out.strip().splitlines()[-15:]))
+    finally:
+        shutil.rmtree(os.path.dirname(root), ignore_errors=True)
+
+    rows = [("mutation", "file", "result", "first failing test", "s", "description")]
+    rows += [(mu["name"], mu["file"], r + ("" if mu["must_catch"] else " (may survive)"), w, f"{s:.0f}",
+              mu["description"]) for mu, r, w, s in results]
+    widths = [max(len(str(x)) for x in col) for col in zip(*rows)]
+    print()
+    for i, row in enumerate(rows):
+        print("  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip())
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+    missed = [mu["name"] for mu, r, _, _ in results if mu["must_catch"] and r != "CAUGHT"]
+    print(f"\nmutation_check: {sum(r == 'CAUGHT' for _, r, _, _ in results)}/{len(results)} caught"
+          + (f"; not caught (must be): {', '.join(missed)}" if missed else ""))
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
