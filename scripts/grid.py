@@ -189,12 +189,13 @@ def check(parser, args):
 
     for config in args.configs:
         spec = importlib.util.spec_from_file_location(config, os.path.join(ROOT, f"{config}.py"))
-        module = importlib.util.module_from_spec(spec)
+        module = sys.modules[config] = importlib.util.module_from_spec(spec)  # tyro reads Args' source from there
         spec.loader.exec_module(module)
         try:
             module.check_args(tyro.cli(module.Args, args=extra + ["--env-id", env_id(names[0], config)]))
         except SystemExit as error:
-            parser.error(f"--extra {shlex.join(extra)!r} is refused by {config}.py {error.code or ''}".strip())
+            why = f": {error.code}" if isinstance(error.code, str) else " (see above)"
+            parser.error(f"--extra {shlex.join(extra)!r} is refused by {config}.py{why}")
     name = (args.figure or "grid") + ("_smoke" if args.smoke else "")
     out = os.path.abspath(args.out or os.path.join("grids", name))
     epochs = {e: args.epochs or (1 if args.smoke else paper_epochs(e)) for e in names}

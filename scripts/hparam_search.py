@@ -67,8 +67,8 @@ def trial(config, spec):
     else:
         command = [sys.executable, script, "--env-id", env_id(spec["env"], config["config"]), "--seed",
                    str(config["seed"]), "--n-epochs", str(spec["epochs"]), "--torch-threads", str(spec["torch_threads"]),
-                   "--batch-size", str(config["batch_size"] * spec["batch_workers"])]
-        command += [f"--{k.replace('_', '-')}={config[k]}" for k in SPACE if k != "batch_size"] + spec["extra"]
+                   *spec["extra"], "--batch-size", str(config["batch_size"] * spec["batch_workers"])]  # last wins
+        command += [f"--{k.replace('_', '-')}={config[k]}" for k in SPACE if k != "batch_size"]
     with open(os.path.join(trial_dir, "output.txt"), "a") as output:
         process = subprocess.Popen(command, cwd=trial_dir, stdout=output, stderr=subprocess.STDOUT,
                                    preexec_fn=die_with_parent)
@@ -101,7 +101,7 @@ def ranked_table(results, configs, seeds):
     for key, per_config in by_combination.items():
         means = {c: sum(v) / len(v) for c, v in per_config.items()}
         rows.append((sum(means.values()) / len(configs), key, means, sum(map(len, per_config.values()))))
-    rows.sort(key=lambda row: -row[0])
+    rows.sort(key=lambda row: (-row[0], row[1]))  # ties (e.g. all 0 in --smoke) in a fixed order
     head = ["rank", *SPACE, *[f"AUC {c}" for c in configs], "mean AUC", "trials"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for rank, (mean, key, means, n) in enumerate(rows, 1):

@@ -1,0 +1,153 @@
+"""scripts/grid.py and scripts/hparam_search.py for real, on a local Ray instance, with tiny runs (--smoke): a figure's
+grid end to end, killed mid-way and started again, a failing run, bad input, the Tune search."""
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+import grid  # noqa: E402
+
+ENV = dict(os.environ, WANDB_MODE="disabled", PYTHONUNBUFFERED="1")
+
+
+def start(*options, script="grid.py"):
+    command = [os.path.join(ROOT, "scripts", script)] if script.endswith(".sh") else [sys.executable, os.path.join(
+        ROOT, "scripts", script)]
+    return subprocess.Popen(command + list(options), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=ENV)
+
+
+def finish(process, timeout=240):
+    output = process.communicate(timeout=timeout)[0]
+    return process.returncode, output
+
+
+def rows(run_dir):
+    with open(os.path.join(run_dir, "metrics.csv")) as f:
+        return [line.split(",")[0] for line in f.read().splitlines()[1:]]
+
+
+def read(path):
+    with open(path) as f:
+        return f.read()
+
+
+def test_figure_grid_end_to_end_killed_and_resumed(tmp_path):
+    """figure3.sh --smoke on a part of the figure, two runs one after the other (one CPU): kill the grid while the
+    second runs, start it again: the first is not redone, the second resumes without losing an epoch; then the
+    figure and the table."""
+    out = str(tmp_path / "grid")
+    options = ["--smoke", "--envs", "FetchReach-v0", "--configs", "ddpg_her", "ddpg_dense", "--epochs", "4",
+               "--extra", "--n-cycles 12", "--num-cpus", "1", "--cpus-per-run", "1", "--out", out,
+               "--progress-every", "5"]
+    process = start(*options, script="figure3.sh")
+    first = second = None
+    deadline = time.time() + 180
+    while time.time() < deadline:  # wait for: the first run done, the second with a completed epoch
+        first = (glob.glob(f"{out}/runs/FetchReach-v0__ddpg_her__1__*") or [None])[0]
+        second = (glob.glob(f"{out}/runs/FetchReachDense-v0__ddpg_dense__1__*") or [None])[0]
+        if second and os.path.exists(f"{second}/metrics.csv") and rows(second):
+            break
+        assert process.poll() is None, process.communicate()[0]
+        time.sleep(0.2)
+    assert first and "done:" in read(f"{first}/log.txt")
+    process.send_signal(signal.SIGINT)  # Ctrl-C
+    rc, output = finish(process)
+    assert rc == 130, output
+    assert "interrupted: stopping 1 runs" in output
+    log = read(f"{second}/log.txt")
+    assert "interrupted after" in log and "done:" not in log
+    completed = len(rows(second))
+    assert 1 <= completed < 4
+    first_log = read(f"{first}/log.txt")
+
+    rc, output = finish(start(*options, script="figure3.sh"))
+    assert rc == 0, output
+    assert "2/2 runs done (1 were done before), 0 failed" in output
+    assert read(f"{first}/log.txt") == first_log  # not redone
+    assert glob.glob(f"{out}/runs/*") == glob.glob(f"{out}/runs/*__1__*") and len(glob.glob(f"{out}/runs/*")) == 2
+    log = read(f"{second}/log.txt")
+    assert f"resumed runs/{os.path.basename(second)} after epoch {completed} " in log, log
+    assert rows(second) == ["1", "2", "3", "4"]  # no epoch lost, none done twice
+    for ext in ("png", "pdf", "md"):
+        assert os.path.getsize(f"{out}/figure3_smoke.{ext}") > 300
+    table = read(f"{out}/figure3_smoke.md")
+    assert "| FetchReach-v0 | ddpg_her | 1 | 4 |" in table and "| FetchReach-v0 | ddpg_dense | 1 | 4 |" in table
+    assert json.load(open(f"{out}/grid.json"))["envs"] == ["FetchReach-v0"]
+
+
+def test_failing_run_is_retried_recorded_and_the_grid_goes_on(tmp_path):
+    # A buffer of 150 transitions holds one cycle of 2 Fetch episodes (T=50) but not of 2 hand episodes (T=100):
+    # the hand run fails at run time, after its environment is built; the Fetch run must still finish.
+    out = str(tmp_path / "grid")
+    rc, output = finish(start("--smoke", "--envs", "FetchReach-v0", "HandManipulateBlockRotateZ-v0", "--configs",
+                              "ddpg", "--extra", "--buffer-size 150", "--cpus-per-run", "1", "--max-retries", "1",
+                              "--out", out))
+    assert rc == 1, output
+    key = "HandManipulateBlockRotateZ-v0__ddpg__1"
+    assert f"FAILED {key} (attempt 1 of 2, exit code 1), retrying" in output
+    assert f"FAILED {key} (attempt 2 of 2, exit code 1);" in output
+    assert "cannot hold one cycle" in output  # the tail of the run's output
+    assert "1/2 runs done (0 were done before), 1 failed" in output
+    assert read(f"{out}/failures.txt").count(f"### ") == 2
+    assert "done:" in read(glob.glob(f"{out}/runs/FetchReach-v0__ddpg__1__*/log.txt")[0])
+    assert os.path.exists(f"{out}/grid_smoke.png")  # the figure of what finished
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--figure", "figure5"], "invalid choice: 'figure5'"),
+    (["--envs", "FetchPushh-v0"], "unknown environment 'FetchPushh-v0'"),
+    (["--figure", "figure3", "--configs", "td3"], "unknown configuration 'td3'"),
+    (["--figure", "figure3", "--extra", "--n-cyclez 3"], "--n-cyclez"),
+    (["--figure", "figure3", "--extra", "--polyak 2"], "--polyak must be in [0, 1]"),
+    (["--figure", "figure3", "--extra", "--seed 3"], "--extra --seed: the grid sets it"),
+    (["--figure", "figure3", "--cpus-per-run", "0"], "must be positive"),
+])
+def test_bad_input_is_refused_before_anything_starts(tmp_path, capsys, options, message):
+    with pytest.raises(SystemExit) as error:
+        grid.main(options + ["--out", str(tmp_path / "grid")])
+    assert error.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "grid" / "runs")
+
+
+def test_a_grid_directory_of_another_grid_is_refused(tmp_path, capsys):
+    out = str(tmp_path / "grid")
+    parser, args = grid.parse(["--figure", "figure3", "--smoke", "--seeds", "1", "--out", out])
+    grid.check(parser, args)  # writes grid.json, starts nothing
+    with pytest.raises(SystemExit):
+        grid.main(["--figure", "figure3", "--smoke", "--seeds", "1", "2", "--out", out])
+    err = capsys.readouterr().err
+    assert "holds a different grid (seeds: [1] there, [1, 2] now)" in err
+
+
+def test_hparam_search_smoke_on_tune(tmp_path):
+    out = str(tmp_path / "search")
+    options = ["--smoke", "--configs", "ddpg_her", "ddpg", "--cpus-per-run", "1", "--out", out]
+    rc, output = finish(start(*options, script="hparam_search.py"))
+    assert rc == 0, output
+    table = read(f"{out}/hparam_search.md").splitlines()
+    assert len(table) == 4 and table[2].startswith("| 1 |") and table[3].startswith("| 2 |")
+    assert all(line.endswith("| 2/2 |") for line in table[2:])  # both configurations ran each combination
+    combinations = [line.split(" | ")[1:8] for line in table[2:]]
+    assert combinations[0] != combinations[1]
+    # Each trial ran its combination: the values Tune sampled are those in the run's config.json.
+    for path in glob.glob(f"{out}/tune/*/runs/*/config.json"):
+        params = json.load(open(os.path.join(path.split("/runs/")[0], "params.json")))
+        config = json.load(open(path))
+        assert config["actor_lr"] == params["actor_lr"] and config["action_l2"] == params["action_l2"]
+        assert config["batch_size"] == params["batch_size"]  # x 1 worker in --smoke
+        assert config["exp_name"] == params["config"]
+    # Started again: Tune restores the finished search, nothing is rerun.
+    rc, output = finish(start(*options, script="hparam_search.py"))
+    assert rc == 0 and "continuing the search" in output, output
+    assert read(f"{out}/hparam_search.md").splitlines() == table
+    assert len(glob.glob(f"{out}/tune/*/runs/*")) == 4
