@@ -1,10 +1,13 @@
-"""scripts/plot.py on hand-made run directories: grouping by experiment, --split-by, several --runs-dir."""
+"""scripts/plot.py on hand-made run directories (grouping, --split-by, several --runs-dir, the table, filters) and on
+the logs of a real smoke grid (scripts/grid.py)."""
 
 import csv
 import json
 import os
 import subprocess
 import sys
+
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -47,3 +50,54 @@ def test_plot_groups_runs_and_splits_by_a_config_key(tmp_path):
 def test_plot_says_when_there_is_nothing_to_plot(tmp_path):
     proc = plot("--runs-dir", str(tmp_path), "--out", str(tmp_path / "fig.png"))
     assert proc.returncode != 0 and "no runs with metrics.csv" in proc.stderr
+
+
+def test_plot_writes_the_table_pdf_and_names_a_filter_that_matched_nothing(tmp_path):
+    runs = str(tmp_path / "runs")
+    fake_run(runs, "r1", "FetchPush-v0", "ddpg_her", [0.1, 0.5, 0.9])
+    fake_run(runs, "r2", "FetchPush-v0", "ddpg_her", [0.1, 0.6])
+    fake_run(runs, "r3", "FetchPush-v0", "ddpg", [0.0, 0.1, 0.2])
+    out = str(tmp_path / "fig.png")
+    proc = plot("--runs-dir", runs, "--exps", "ddpg_her", "ddpg", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    assert os.path.getsize(str(tmp_path / "fig.pdf")) > 5_000
+    with open(tmp_path / "fig.md") as f:
+        table = f.read().splitlines()
+    # Medians over the seeds that reached each epoch: 0.1, 0.55, 0.9 -> 0.5 at epoch 2 (80,000 steps, 1.4 min).
+    assert table[2] == ("| FetchPush-v0 | ddpg_her | 2 | 3 | 0.900 | 0.900 | 2 | 80,000 | 1.4 | 3 | 120,000 | 2.1 |")
+    assert table[3] == ("| FetchPush-v0 | ddpg | 1 | 3 | 0.200 | 0.200 | not reached | - | - | not reached | - | - |")
+    proc = plot("--runs-dir", runs, "--envs", "FetchSlide-v0", "--out", out)
+    assert proc.returncode != 0
+    assert "--envs FetchSlide-v0 matched no runs" in proc.stderr and "runs found: FetchPush-v0" in proc.stderr
+    proc = plot("--runs-dir", runs, "--exps", "ddpg_dense", "--out", out)
+    assert "--exps ddpg_dense matched no runs" in proc.stderr and "runs found: ddpg, ddpg_her" in proc.stderr
+    proc = plot("--runs-dir", runs, "--envs", "FetchPush-v0", "FetchSlide-v0", "--out", out)  # one matches
+    assert proc.returncode == 0 and "--envs FetchSlide-v0 matched no runs" in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def smoke_grid(tmp_path_factory):
+    """The logs of a real smoke grid (scripts/grid.py on a local Ray instance): 2 configs x 2 seeds, 2 tiny epochs."""
+    out = str(tmp_path_factory.mktemp("grid"))
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "grid.py"), "--smoke", "--envs",
+                           "FetchReach-v0", "--configs", "ddpg_her", "ddpg_dense", "--seeds", "1", "2", "--epochs", "2",
+                           "--cpus-per-run", "1", "--no-plot", "--out", out], capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, WANDB_MODE="disabled"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return out
+
+
+@pytest.mark.parametrize("x", ["epoch", "env_steps", "elapsed_s"])
+def test_plot_on_the_logs_of_a_smoke_grid(smoke_grid, tmp_path, x):
+    out = str(tmp_path / "fig.png")
+    proc = plot("--runs-dir", os.path.join(smoke_grid, "runs"), "--exps", "ddpg_her", "ddpg_dense", "--x", x,
+                "--out", out, "--title", "smoke")
+    assert proc.returncode == 0, proc.stderr
+    # The dense runs (FetchReachDense-v0) are drawn and tabulated in FetchReach-v0's panel, 2 seeds each.
+    assert "FetchReach-v0/ddpg_her x2" in proc.stdout and "FetchReach-v0/ddpg_dense x2" in proc.stdout
+    assert os.path.getsize(out) > 10_000 and os.path.getsize(str(tmp_path / "fig.pdf")) > 5_000
+    with open(tmp_path / "fig.md") as f:
+        rows = [line.split(" | ") for line in f.read().splitlines()[2:]]
+    assert [row[1:4] for row in rows] == [["ddpg_her", "2", "2"], ["ddpg_dense", "2", "2"]]
+    for row in rows:  # final and best: the median over the 2 seeds of the runs' own test success
+        assert 0 <= float(row[4]) <= float(row[5]) <= 1
