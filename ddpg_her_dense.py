@@ -42,7 +42,7 @@ class Args:
     n_epochs: int = 50
     """epochs to train (paper: 50 for Fetch); an epoch is n_cycles cycles followed by the test rollouts"""
     n_envs: int = 16
-    """rollouts in parallel per cycle, one process each (paper: 19 MPI workers x 2 rollouts = 38)"""
+    """rollouts in parallel per cycle (paper: 19 MPI workers x 2 rollouts = 38), stepped by --env-threads threads"""
     n_cycles: int = 50
     """cycles per epoch; a cycle = n_envs episodes, then n_batches updates, then a target-network update"""
     n_batches: int = 40
@@ -84,6 +84,8 @@ class Args:
     """discount; None means 1 - 1/T with T the episode length (Baselines: 0.98 for 50 steps)"""
     clip_return: bool = True
     """clip the critic's targets to [-1/(1-gamma), 0], the range of possible returns (Baselines)"""
+    env_threads: int = 0
+    """threads stepping the n_envs envs (envs.ThreadVectorEnv: MuJoCo simulates without the GIL); 0 = one per CPU"""
     torch_threads: int = 0
     """threads for updates (rollouts use one); 0 = PyTorch's default, one per physical core; 1 if jobs share cores"""
     bf16_matmul: bool = True
@@ -330,13 +332,15 @@ if __name__ == "__main__":
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     update_threads = args.torch_threads or torch.get_num_threads()  # PyTorch's default: one per physical core
+    env_threads = min(args.n_envs, args.env_threads or len(os.sched_getaffinity(0)))
     torch.set_num_threads(1)  # rollouts: the policy on n_envs observations, too small to share out; updates: below
     bf16 = args.bf16_matmul and torch.ops.mkldnn._is_mkldnn_bf16_supported()  # AVX512-BF16 or AMX, else fp32
     with contextlib.suppress(OSError):  # glibc gives freed tensors back to the OS, then page-faults them in again
         ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 25), ctypes.CDLL("libc.so.6").mallopt(-1, 1 << 30)  # mmap, trim
 
     config = dict(asdict(args), run_name=run_name, T=T, gamma=gamma, clip_return_value=clip_return,
-                  her_future_p=her_future_p, dims=dims, torch=torch.__version__, threads=update_threads, bf16=bf16)
+                  her_future_p=her_future_p, dims=dims, torch=torch.__version__, threads=update_threads,
+                  env_threads=env_threads, bf16=bf16)
     with open(f"{run_dir}/config.json", "w") as f:
         json.dump(config, f, indent=2)
     if args.track:
@@ -351,8 +355,7 @@ if __name__ == "__main__":
                    tags=list(args.wandb_tags), name=run_name, id=run_name.replace("/", "_"), resume="allow",
                    config=config, save_code=True)
 
-    # Fork the env workers before any torch computation has started OpenMP threads (forking after is unsafe).
-    vec = gym.vector.AsyncVectorEnv([lambda: gym.make(args.env_id)] * args.n_envs)
+    vec = envs.ThreadVectorEnv([lambda: gym.make(args.env_id)] * args.n_envs, env_threads)  # as AsyncVectorEnv, faster
     video_env = gym.make(args.env_id, render_mode="rgb_array") if args.capture_video else None  # one episode an epoch
 
     # ALGO LOGIC: networks, one Adam for both (two parameter groups), target networks
@@ -388,6 +391,7 @@ if __name__ == "__main__":
 
     start_epoch, global_step, episodes, n_updates, elapsed_before, rows = 0, 0, 0, 0, 0.0, []
     precision = "bf16 matmuls" if bf16 else "fp32" + (" (this CPU has no bf16 matmuls)" if args.bf16_matmul else "")
+    threads = f"envs on {env_threads} threads, updates on {update_threads}, {precision}"
     if ckpt:  # restore everything the next epoch depends on
         for net, state in zip(nets, ckpt["nets"], strict=True):
             net.load_state_dict(state)
@@ -400,18 +404,24 @@ if __name__ == "__main__":
         elapsed_before, rows = ckpt["elapsed"], ckpt["rows"]
         write_csv(rows, f"{run_dir}/metrics.csv")  # drops rows of epochs after the checkpoint: they are redone
         log(f"resumed {run_dir} after epoch {start_epoch} ({global_step:,} env steps, {episodes:,} episodes); "
-            f"epochs {start_epoch + 1}..{args.n_epochs} to go; updates on {update_threads} threads, {precision}")
+            f"epochs {start_epoch + 1}..{args.n_epochs} to go; {threads}")
         ckpt = None  # the replay copy in it is as big as the replay buffer
     else:
         log(f"run {run_dir}: {args.env_id}, {args.n_envs} envs x {args.n_cycles} cycles = {args.n_envs * args.n_cycles}"
             f" episodes and {args.n_cycles * args.n_batches} updates of batch {args.batch_size} per epoch; T={T}, "
-            f"gamma={gamma:.4f}, her_future_p={her_future_p}; updates on {update_threads} threads, {precision}")
+            f"gamma={gamma:.4f}, her_future_p={her_future_p}; {threads}")
 
     start_time, completed = time.time(), start_epoch  # completed: epochs whose checkpoint is on disk
-    # `kill` (SIGTERM) stops a run like Ctrl-C does; SIGINT is restored for runs started in the background with `&`.
-    stop_signals = (signal.SIGTERM, signal.SIGINT)
-    for sig in stop_signals:
-        signal.signal(sig, signal.default_int_handler)
+    writing = []  # non-empty while an epoch's files are written: a Ctrl-C or kill then waits until they are
+
+    def stop(signum, frame):  # `kill` (SIGTERM) stops a run like Ctrl-C; also for runs started in the background (&)
+        if writing:
+            writing.append(signum)
+        else:
+            raise KeyboardInterrupt
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, stop)
     try:
         for epoch in range(start_epoch, args.n_epochs):
             vec.reset(seed=args.seed * 100_000 + epoch * args.n_envs)  # seeded per epoch: resumes repeat runs exactly
@@ -443,7 +453,7 @@ if __name__ == "__main__":
             if args.capture_video:
                 video = test_episode(video_env, actor, norm, epoch, f"videos/{run_name}/epoch{epoch + 1:03d}")[1]
                 log(f"video of a test episode after epoch {epoch + 1}: {video}")
-            signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)  # a Ctrl-C or kill now waits for the epoch's files
+            writing.append("epoch files")
             a_loss, c_loss, mean_q = (stats / (args.n_cycles * args.n_batches)).tolist()
             elapsed = elapsed_before + time.time() - start_time
             metrics = dict(epoch=epoch + 1, env_steps=global_step, episodes=episodes, updates=n_updates,
@@ -469,16 +479,18 @@ if __name__ == "__main__":
                                  torch_rng=torch.get_rng_state(), step=global_step, episodes=episodes,
                                  updates=n_updates), f"{run_dir}/checkpoint.pt")
             completed = epoch + 1
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
-    except (KeyboardInterrupt, EOFError, BrokenPipeError, ConnectionResetError) as error:
-        what = "interrupted" if isinstance(error, KeyboardInterrupt) else f"an env worker died ({type(error).__name__})"
+            writing.pop(0)
+            if writing:  # a Ctrl-C or kill came while the files were written: stop now that they are
+                raise KeyboardInterrupt
+    except BaseException as error:  # Ctrl-C, kill, or an error: say what survived and how to go on from there
+        what = "interrupted" if isinstance(error, KeyboardInterrupt) else f"stopped by {type(error).__name__}"
         log(f"{what} after {plural(completed, 'completed epoch')}; continue from there with: "
             f"python {os.path.basename(__file__)} --resume {run_dir}")
-        sys.exit(130 if isinstance(error, KeyboardInterrupt) else 1)
-    finally:  # terminate rather than close: a worker may be dead, or stopped mid-step by Ctrl-C
-        for process in vec.processes:
-            process.terminate()
-        vec.closed = True
+        if not isinstance(error, KeyboardInterrupt):
+            raise
+        sys.exit(130)
+    finally:
+        vec.close()
     if args.track:
         wandb.finish()
     log(f"done: {plural(args.n_epochs, 'epoch')}, {global_step:,} env steps in "

@@ -11,6 +11,7 @@ import gymnasium as gym
 import numpy as np
 
 from envs.goal_env import REWARD_TYPES, GoalEnv, goal_distance  # noqa: F401
+from envs.vector import ThreadVectorEnv  # noqa: F401  (collection in threads: envs/vector.py)
 
 # id stem -> (entry point, episode length in steps). Episode lengths: paper 1.4 / canonical registration.
 _TASKS = {

@@ -1,7 +1,7 @@
 """How fast are the environments? Prints, for every id, env steps per second, reset time, and the cost of a full
 env step relative to the raw physics it runs (`mujoco.mj_step` with the same 20 substeps on the same model and
-state), both timed side by side in one loop; then the throughput of gymnasium's AsyncVectorEnv with 2 workers
-against a single env.
+state), both timed side by side in one loop; then the throughput of vector envs (gymnasium's SyncVectorEnv and
+AsyncVectorEnv, our ThreadVectorEnv, and EnvPool where it is installed) against a single env.
 
     python scripts/bench_envs.py                      # every registered id
     python scripts/bench_envs.py --ids FetchPush-v0 --steps 2000
@@ -55,29 +55,30 @@ def step_vs_physics(env_id: str, n_steps: int, n_resets: int, seed: int = 0):
             "ratio": step / physics, "reset_ms": np.median(reset_times) * 1e3}
 
 
-def vector_throughput(env_id: str, n_envs: int, n_steps: int):
-    """Env steps per second of an AsyncVectorEnv of n_envs workers (n_envs=0: a single env in this process)."""
-    if n_envs == 0:
-        env = gym.make(env_id)
-        env.reset(seed=0)
-        actions = np.random.default_rng(0).uniform(-1, 1, (n_steps, *env.action_space.shape)).astype(np.float32)
-        t0 = time.perf_counter()
-        for a in actions:
-            _, _, terminated, truncated, _ = env.step(a)
-            if terminated or truncated:
-                env.reset()
-        elapsed = time.perf_counter() - t0
-        env.close()
-        return n_steps / elapsed
-    venv = gym.vector.AsyncVectorEnv([lambda: gym.make(env_id)] * n_envs)  # autoreset built in
-    venv.reset(seed=0)
-    actions = np.random.default_rng(0).uniform(-1, 1, (n_steps // n_envs, *venv.action_space.shape))
-    venv.step(actions[0].astype(np.float32))  # the workers' first step includes their warm-up
+VECTORS = {  # name -> (description, factory of n sub-envs)
+    "sync": ("gymnasium SyncVectorEnv", lambda fns: gym.vector.SyncVectorEnv(fns)),
+    "async": ("gymnasium AsyncVectorEnv, a process per env", lambda fns: gym.vector.AsyncVectorEnv(fns)),
+    "thread": ("envs.ThreadVectorEnv, one thread per CPU", lambda fns: envs.ThreadVectorEnv(fns)),
+}
+
+
+def vector_throughput(env_id: str, kind: str, n_envs: int, n_steps: int):
+    """Env steps per second of a vector env of n_envs sub-envs stepped with random actions (autoreset built in)."""
+    if kind == "envpool":  # EnvPool's C++ port of the task (FetchPush-v4 ...), n_envs envs on all CPUs
+        import envpool
+
+        vec = envpool.make_gymnasium(env_id.replace("-v0", "-v4"), num_envs=n_envs, num_threads=os.cpu_count())
+    else:
+        vec = VECTORS[kind][1]([lambda: gym.make(env_id)] * n_envs)
+    vec.reset(seed=0)
+    actions = np.random.default_rng(0).uniform(-1, 1, (n_steps // n_envs, *vec.action_space.shape))
+    actions = actions.astype(vec.action_space.dtype)
+    vec.step(actions[0])  # warm-up: the first step of a worker includes its start
     t0 = time.perf_counter()
     for a in actions:
-        venv.step(a.astype(np.float32))
+        vec.step(a)
     elapsed = time.perf_counter() - t0
-    venv.close()
+    vec.close()
     return len(actions) * n_envs / elapsed
 
 
@@ -87,8 +88,9 @@ def main():
     parser.add_argument("--steps", type=int, default=1000, help="timed steps per id")
     parser.add_argument("--resets", type=int, default=100, help="timed resets per id")
     parser.add_argument("--vector-ids", nargs="*", default=None,
-                        help="ids for the AsyncVectorEnv comparison (default: FetchPush-v0 and one hand id)")
+                        help="ids for the vector env comparison (default: FetchPush-v0 and one hand id)")
     parser.add_argument("--vector-steps", type=int, default=4000, help="env steps per vector measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the vector measurements")
     args = parser.parse_args()
     for env_id in args.ids + (args.vector_ids or []):
         if env_id not in envs.ENV_IDS:
@@ -109,13 +111,26 @@ def main():
     vector_ids = args.vector_ids
     if vector_ids is None:
         vector_ids = ["FetchPush-v0"] + [i for i in ("HandManipulateBlockFull-v0",) if i in envs.ENV_IDS]
-    if vector_ids:
-        print(f"\n{'id':36s} {'1 env steps/s':>14s} {'2 workers steps/s':>18s} {'speed-up':>9s}")
-        for env_id in vector_ids:
-            single = vector_throughput(env_id, 0, args.vector_steps)
-            double = vector_throughput(env_id, 2, args.vector_steps)
-            print(f"{env_id:36s} {single:14.0f} {double:18.0f} {double / single:9.2f}x", flush=True)
+    try:
+        import envpool  # noqa: F401  (a benchmark-only comparison: pip install envpool)
 
+        has_envpool = True
+    except ImportError:
+        has_envpool = False
+    # Each configuration is timed in rounds, alternating, and its best round is kept (a shared machine slows some).
+    configs = [("sync", 1), ("async", 2), ("thread", 2), ("async", 16), ("thread", 16)]
+    configs += [("envpool", 16)] if has_envpool else []
+    for env_id in vector_ids:
+        print(f"\n{env_id}: env steps/s of vector envs over {args.vector_steps} steps, best of {args.rounds} rounds"
+              f"{'' if has_envpool else ' (EnvPool not installed)'}")
+        best = {c: 0.0 for c in configs if c[0] != "envpool" or env_id.startswith("Fetch")}
+        for _ in range(args.rounds):
+            for kind, n in best:
+                best[kind, n] = max(best[kind, n], vector_throughput(env_id, kind, n, args.vector_steps))
+        single = best["sync", 1]
+        for (kind, n), sps in best.items():
+            what = "EnvPool, its C++ port, one thread per CPU" if kind == "envpool" else VECTORS[kind][0]
+            print(f"  {n:2d} envs  {what:46s} {sps:8.0f}  {sps / single:5.2f}x of one env", flush=True)
 
 if __name__ == "__main__":
     main()
