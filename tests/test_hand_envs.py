@@ -256,6 +256,42 @@ def test_pen_starts_unrotated_and_the_block_randomised():
     assert np.mean([mujoco_angle(q, [1.0, 0, 0, 0]) for q in block_quats]) > 0.5
 
 
+class _WithoutTimeStepping:
+    """The mujoco module with mj_step doing nothing: a reset then shows its random draws before the settling."""
+
+    def __init__(self, real):
+        self._real = real
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    @staticmethod
+    def mj_step(*args, **kwargs):
+        pass
+
+
+@pytest.mark.parametrize("stem", ["HandManipulateEggFull", "HandManipulatePenFull", "HandManipulateBlockRotateZ"])
+def test_initial_object_pose_draws(stem, monkeypatch):
+    """manipulate.py `_reset_sim`: the object's start position gets Gaussian noise of 5 mm on each axis; its
+    orientation is turned by a random rotation of the task's kind (the pen's is not turned)."""
+    monkeypatch.setattr(hand, "mujoco", _WithoutTimeStepping(mujoco))
+    env = gym.make(f"{stem}-v0").unwrapped
+    start = env.model.qpos0[env._object_qpos : env._object_qpos + 7]
+    poses = np.array([env.reset(seed=s)[0]["achieved_goal"] for s in range(300)])
+    noise = poses[:, :3] - start[:3]
+    assert 0.0045 < noise.std() < 0.0055, noise.std()  # 900 draws: the sd's own sd is 1.2e-4
+    np.testing.assert_allclose(noise.mean(axis=0), 0.0, atol=0.001)
+    angles = np.array([mujoco_angle(q, start[3:]) for q in poses[:, 3:]])
+    if "Pen" in stem:
+        assert angles.max() < 1e-12
+    else:  # angle uniform in [-pi, pi]: its size uniform in [0, pi]
+        assert angles.max() > 3.0 and abs(angles.mean() - np.pi / 2) < 0.15, angles.mean()
+    if stem.endswith("RotateZ"):  # about the world z axis: the object's vertical axis stays put
+        z_axis = rotation_matrix(start[3:])[:, 2]
+        tilt = [np.abs(rotation_matrix(q)[:, 2] @ z_axis) for q in poses[:, 3:]]
+        np.testing.assert_allclose(tilt, 1.0, atol=1e-9)
+
+
 @pytest.mark.parametrize("stem", MANIPULATE_STEMS[:1] + MANIPULATE_STEMS[-1:])
 def test_reset_draws_again_when_the_object_falls_or_the_settling_blows_up(stem):
     env = make(f"{stem}-v0")
@@ -328,10 +364,14 @@ def test_observation_layout():
     np.testing.assert_array_equal(obs["achieved_goal"], d.qpos[24:31])  # object position and quaternion
     reach = make("HandReach-v0")
     obs, _ = reach.reset(seed=7)
-    np.testing.assert_array_equal(obs["observation"][48:], obs["achieved_goal"])
-    np.testing.assert_array_equal(obs["achieved_goal"], reach.data.site_xpos[reach._fingertip_sites].ravel())
     for name, value in hand.REACH_INITIAL_QPOS.items():  # reach.py: the documented start pose
         assert reach.data.qpos[reach.model.joint(name).qposadr[0]] == value
+    obs, *_ = reach.step(np.random.default_rng(7).uniform(-1, 1, 20))
+    assert np.abs(reach.data.qvel[:24]).max() > 0.1  # moving: velocities are visible
+    np.testing.assert_array_equal(obs["observation"][:24], reach.data.qpos[:24])
+    np.testing.assert_array_equal(obs["observation"][24:48], reach.data.qvel[:24])  # not scaled by dt
+    np.testing.assert_array_equal(obs["observation"][48:], obs["achieved_goal"])
+    np.testing.assert_array_equal(obs["achieved_goal"], reach.data.site_xpos[reach._fingertip_sites].ravel())
 
 
 # ---- rendering ------------------------------------------------------------------------------------------------------
