@@ -686,7 +686,8 @@ def main(argv=None) -> int:
         if r.get("a") and r["a"]["episodes_diverging_from_identical_resets"]:
             print(f"  {r['id']} (a) {r['a']['episodes_diverging_from_identical_resets']} episode(s) part from the canonical "
                   f"ones after identical resets (first at step {r['a']['first_divergence_step']}), though every step from "
-                  "an identical state agrees: our env carries some state between steps differently (warm start?)")
+                  "an identical state agrees: our env draws a different goal, or carries some state between steps "
+                  "differently (warm start?)")
         if r.get("a") and r["a"]["reward_diff_where_states_agree"] >= TOL_CODE:
             print(f"  {r['id']} (a) rewards differ by up to {r['a']['reward_diff_where_states_agree']:.3g} where the "
                   "achieved and desired goals agree: the reward function differs")
