@@ -219,14 +219,19 @@ def check(parser, args):
 
 
 def minutes(seconds):
-    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
 def main(argv=None):
     parser, args = parse(argv)
     runs, spec = check(parser, args)
-    if not args.address:  # local instance: Ray's servers on 127.0.0.1 only (as on macOS), and no dashboard
+    # A local instance (or a head started on loopback): Ray's servers on 127.0.0.1 only, as on macOS; no dashboard.
+    if not args.address or args.address.split(":")[0] in ("127.0.0.1", "localhost"):
         os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # read when ray is imported
+    if args.address and os.path.exists(os.path.expanduser("~/.ray/auth_token")):  # Ray 2.60 clusters ask for a token
+        os.environ.setdefault("RAY_AUTH_MODE", "token")  # without it, joining a cluster started by `ray start` fails
     import ray
 
     ray.init(address=args.address, num_cpus=None if args.address else args.num_cpus, include_dashboard=False,
@@ -270,7 +275,8 @@ def main(argv=None):
         last = 0.0
         while pending:
             changed = False
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=max(0.0, last + args.progress_every - time.time()))
+            wait = max(0.0, last + args.progress_every - time.time())  # until the next progress line
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=wait)
             for ref in ready:
                 run = pending.pop(ref)
                 key = run_key(run)
@@ -317,9 +323,9 @@ def main(argv=None):
     if not args.no_plot and finished:
         name = os.path.join(out, spec["name"])
         title = {"figure3": "Figure 3", "figure4": "Figure 4", "appendix_c": "Appendix C"}.get(spec["figure"], "")
-        subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "plot.py"), "--runs-dir", os.path.join(out, "runs"),
-                        "--envs", *spec["envs"], "--exps", *spec["configs"], "--out", name + ".png",
-                        "--title", f"{title} {'(smoke) ' if args.smoke else ''}median test success, IQR over seeds".strip()])
+        title = f"{title} {'(smoke) ' if args.smoke else ''}median test success, IQR over seeds".strip()
+        subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "plot.py"), "--runs-dir", f"{out}/runs",
+                        "--envs", *spec["envs"], "--exps", *spec["configs"], "--out", name + ".png", "--title", title])
     return 1 if failed else 0
 
 

@@ -60,13 +60,14 @@ def trial(config, spec):
 
     trial_dir = tune.get_context().get_trial_dir()
     os.makedirs(trial_dir, exist_ok=True)
-    done = [d for d in glob.glob(os.path.join(trial_dir, "runs", "*")) if os.path.exists(os.path.join(d, "checkpoint.pt"))]
+    done = [d for d in glob.glob(os.path.join(trial_dir, "runs", "*")) if os.path.exists(f"{d}/checkpoint.pt")]
     script = os.path.join(ROOT, f"{config['config']}.py")
     if done:  # restored after an interruption: continue the run
         command = [sys.executable, script, "--resume", os.path.relpath(done[-1], trial_dir)]
     else:
-        command = [sys.executable, script, "--env-id", env_id(spec["env"], config["config"]), "--seed",
-                   str(config["seed"]), "--n-epochs", str(spec["epochs"]), "--torch-threads", str(spec["torch_threads"]),
+        command = [sys.executable, script, "--env-id", env_id(spec["env"], config["config"]),
+                   "--seed", str(config["seed"]), "--n-epochs", str(spec["epochs"]),
+                   "--torch-threads", str(spec["torch_threads"]),
                    *spec["extra"], "--batch-size", str(config["batch_size"] * spec["batch_workers"])]  # last wins
         command += [f"--{k.replace('_', '-')}={config[k]}" for k in SPACE if k != "batch_size"]
     with open(os.path.join(trial_dir, "output.txt"), "a") as output:
@@ -86,7 +87,8 @@ def trial(config, spec):
             time.sleep(1)
     if process.returncode != 0:
         with open(os.path.join(trial_dir, "output.txt")) as f:
-            raise RuntimeError(f"{shlex.join(command)} exited with {process.returncode}:\n" + "".join(f.readlines()[-10:]))
+            tail = "".join(f.readlines()[-10:])
+            raise RuntimeError(f"{shlex.join(command)} exited with {process.returncode}:\n{tail}")
 
 
 def ranked_table(results, configs, seeds):
@@ -153,8 +155,11 @@ def main(argv=None):
     with open(path, "w") as f:
         json.dump(spec, f, indent=1)
     spec["torch_threads"] = max(1, int(args.cpus_per_run))
-    if not args.address:  # local instance: Ray's servers on 127.0.0.1 only, and no dashboard (as scripts/grid.py)
+    # A local instance (or a head on loopback): Ray's servers on 127.0.0.1 only, no dashboard (as scripts/grid.py).
+    if not args.address or args.address.split(":")[0] in ("127.0.0.1", "localhost"):
         os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    if args.address and os.path.exists(os.path.expanduser("~/.ray/auth_token")):  # Ray 2.60 clusters ask for a token
+        os.environ.setdefault("RAY_AUTH_MODE", "token")  # without it, joining a cluster started by `ray start` fails
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
     import ray
     from ray import tune

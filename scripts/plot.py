@@ -102,7 +102,7 @@ def main():
     parser.add_argument("--runs-dir", nargs="+", default=["runs"], help="directories holding one sub-directory per run")
     parser.add_argument("--split-by", help="a config.json key (e.g. bf16_matmul): one curve per value within an exp")
     parser.add_argument("--x", default="epoch", choices=list(X_LABELS), help="the x axis (elapsed_s: in minutes)")
-    parser.add_argument("--envs", nargs="*", help="only these environments (sparse ids, e.g. FetchPush-v0), in this order")
+    parser.add_argument("--envs", nargs="*", help="only these environments (sparse ids, e.g. FetchPush-v0), in order")
     parser.add_argument("--exps", nargs="*", help="only these experiment names, in this order")
     parser.add_argument("--out", default="figures/test_success.png", help="the PNG to write (and a PDF beside it)")
     parser.add_argument("--table", help="the Markdown table to write (default: --out with .md)")
@@ -173,7 +173,8 @@ def main():
     table_path = args.table or os.path.splitext(args.out)[0] + ".md"
     with open(table_path, "w") as f:
         f.write(text)
-    print(f"wrote {args.out}, {pdf}, {table_path}: " + ", ".join(f"{t}/{e} x{len(r)}" for (t, e), r in sorted(groups.items())))
+    counts = ", ".join(f"{t}/{e} x{len(r)}" for (t, e), r in sorted(groups.items()))
+    print(f"wrote {args.out}, {pdf}, {table_path}: {counts}")
     print(text, end="")
 
 
