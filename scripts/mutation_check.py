@@ -340,7 +340,7 @@ def main(argv=None) -> int:
         shutil.rmtree(os.path.dirname(root), ignore_errors=True)
 
     rows = [("mutation", "file", "result", "first failing test", "s", "description")]
-    rows += [(mu["name"], mu["file"], r + ("" if mu["must_catch"] else " (may survive)"), w, f"{s:.0f}",
+    rows += [(mu["name"], mu["file"], r + ("" if mu["must_catch"] or r == "CAUGHT" else " (allowed)"), w, f"{s:.0f}",
               mu["description"]) for mu, r, w, s in results]
     widths = [max(len(str(x)) for x in col) for col in zip(*rows)]
     print()
