@@ -92,6 +92,18 @@ def substituted_goals(env_id, achieved, rng):
     return goals, d_pos, d_rot
 
 
+def distances(env_id, achieved, desired):
+    """Position and rotation distances computed here (None for the pen, whose own-axis rotation does not count)."""
+    achieved, desired = np.asarray(achieved), np.asarray(desired)
+    if success_radii(env_id)[2] is None:
+        return np.linalg.norm(achieved - desired, axis=-1), np.zeros(achieved.shape[:-1])
+    if "Pen" in env_id:
+        return None
+    diff = quat_mul(achieved[..., 3:], desired[..., 3:] * [1.0, -1.0, -1.0, -1.0])
+    d_rot = 2 * np.arctan2(np.linalg.norm(diff[..., 1:], axis=-1), np.abs(diff[..., 0]))
+    return np.linalg.norm(achieved[..., :3] - desired[..., :3], axis=-1), d_rot
+
+
 def expected_rewards(env_id, d_pos, d_rot):
     """The paper's rewards from the distances: sparse -1/0 (float32), dense -d (Fetch, HandReach) or -(10 d_pos + d_rot)."""
     radius, position_counts, rot_threshold = success_radii(env_id)
@@ -156,6 +168,10 @@ def test_compute_reward_against_the_paper(env):
         assert info["is_success"] == u._is_success(obs["achieved_goal"], obs["desired_goal"])
         if sparse:
             assert reward == info["is_success"] - 1.0
+        d = distances(env_id, obs["achieved_goal"], obs["desired_goal"])
+        if d is not None:  # the step reward from distances computed here
+            want_sparse, want_dense, _ = expected_rewards(env_id, *d)
+            assert reward == (want_sparse if sparse else pytest.approx(want_dense, rel=0, abs=1e-9))
         achieved.append(obs["achieved_goal"])
         desired.append(obs["desired_goal"])
     achieved = np.array(achieved)
