@@ -84,13 +84,16 @@ def seconds_per_epoch(run_dir):  # from metrics.csv: wall-clock (elapsed_s) of t
         return None
 
 
-def die_with_parent():  # Linux: the run gets SIGTERM (and stops as after Ctrl-C) if its Ray worker dies
-    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+def die_with_parent():  # in the run's process before it starts: signals as in a shell, SIGTERM if the worker dies
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])  # Ray's worker blocks some signals; a child would inherit that
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # and an ignored SIGINT (background processes)
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG (Linux): the run stops as after Ctrl-C
 
 
 def train(run, spec):
     """One run, as a Ray task: resume it if it has a checkpoint, else start it afresh; its exit code and output tail."""
     out, config, seed = spec["out"], run["config"], run["seed"]
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # ray.cancel needs it (SIGINT is ignored in background)
     dirs = run_dirs(out, run)
     if any(is_done(d, run["epochs"]) for d in dirs):
         return dict(rc=0, tail="", skipped=True)
@@ -120,7 +123,7 @@ def train(run, spec):
             while process.poll() is None:
                 time.sleep(0.5)
         except KeyboardInterrupt:  # ray.cancel (the grid was interrupted): stop the run as Ctrl-C would, and wait
-            process.send_signal(signal.SIGINT)
+            process.terminate()  # SIGTERM: the scripts stop as on Ctrl-C, keeping their completed epochs
             process.wait()
             raise
     with open(log_path) as log:
@@ -234,7 +237,7 @@ def main(argv=None):
         os.environ.setdefault("RAY_AUTH_MODE", "token")  # without it, joining a cluster started by `ray start` fails
     import ray
 
-    ray.init(address=args.address, num_cpus=None if args.address else args.num_cpus, include_dashboard=False,
+    ray.init(address=args.address or "local", num_cpus=None if args.address else args.num_cpus, include_dashboard=False,
              log_to_driver=False)
     task = ray.remote(train).options(num_cpus=args.cpus_per_run, num_gpus=args.gpus_per_run, max_retries=0)
     slots = max(1, int(ray.cluster_resources().get("CPU", 1) // args.cpus_per_run))
@@ -250,27 +253,34 @@ def main(argv=None):
         submitted[run_key(run)] = time.time()
         pending[task.remote(run, spec)] = run
 
+    began = dict(time=time.time(), epochs=None)  # the grid's own pace, for the ETA
+
     def progress():
         known = [s for r in runs for d in run_dirs(out, r)[-1:] if (s := seconds_per_epoch(d))]
-        left, total, done = 0.0, 0, 0
+        left, to_do, total, done = 0.0, 0, 0, 0
         for r in runs:
             d = (run_dirs(out, r) or [None])[-1]
             k = min(epochs_done(d), r["epochs"]) if d else 0
             total, done = total + r["epochs"], done + k
             if r in pending.values():
                 per_epoch = (seconds_per_epoch(d) if d else None) or (sorted(known)[len(known) // 2] if known else 0)
-                left += (r["epochs"] - k) * per_epoch
+                left, to_do = left + (r["epochs"] - k) * per_epoch, to_do + r["epochs"] - k
+        began["epochs"] = done if began["epochs"] is None else began["epochs"]
+        if done - began["epochs"] >= slots:  # epochs done per second by this grid so far (start-ups included)
+            eta = f"ETA {minutes(to_do * (time.time() - began['time']) / (done - began['epochs']))}"
+        else:  # until then: the runs' seconds per epoch (metrics.csv), shared over the slots
+            eta = f"ETA {minutes(left / min(slots, max(len(pending), 1)))}" if known else "ETA after the first epoch"
         log_dir = os.path.join(out, "logs")
         running = sum(1 for r in pending.values() if os.path.exists(p := os.path.join(log_dir, run_key(r) + ".log"))
                       and os.path.getmtime(p) >= submitted[run_key(r)])
-        eta = f"ETA {minutes(left / min(slots, max(len(pending), 1)))}" if known else "ETA after the first epoch"
         print(f"[{time.strftime('%H:%M:%S')}] {len(finished)}/{n} done ({len(skipped)} earlier), {running} running, "
               f"{len(failed)} failed, {len(pending) - running} to go | epochs {done}/{total} | {eta}", flush=True)
 
     for run in runs:
         submit(run)
     interrupted = False
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops the grid as Ctrl-C does
+    for sig in (signal.SIGTERM, signal.SIGINT):  # `kill` stops the grid as Ctrl-C does, also when started with &
+        signal.signal(sig, signal.default_int_handler)
     try:
         last = 0.0
         while pending:
@@ -311,7 +321,10 @@ def main(argv=None):
         print(f"\ninterrupted: stopping {len(pending)} runs (each keeps its completed epochs) ...", flush=True)
         for ref in pending:
             ray.cancel(ref)  # KeyboardInterrupt in the task, which stops its run as Ctrl-C would
-        ray.wait(list(pending), num_returns=len(pending), timeout=120)
+        _, left = ray.wait(list(pending), num_returns=len(pending), timeout=60)
+        for ref in left:  # kill the worker: the run gets SIGTERM (die_with_parent), which stops it as Ctrl-C does
+            ray.cancel(ref, force=True)
+        time.sleep(5 if left else 0)
     ray.shutdown()
     if interrupted:
         print(f"stopped; rerun the same command to continue (finished runs are skipped, the others resumed)")

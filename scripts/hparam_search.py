@@ -165,7 +165,7 @@ def main(argv=None):
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    ray.init(address=args.address, num_cpus=None if args.address else args.num_cpus, include_dashboard=False,
+    ray.init(address=args.address or "local", num_cpus=None if args.address else args.num_cpus, include_dashboard=False,
              log_to_driver=False)
     trainable = tune.with_resources(tune.with_parameters(trial, spec=spec),
                                     {"cpu": args.cpus_per_run, "gpu": args.gpus_per_run})

@@ -126,14 +126,16 @@ def main():
         if missing:
             print(f"warning: {option} {' '.join(missing)} matched no runs; runs found: {', '.join(present)}",
                   file=sys.stderr)
-    tasks = sorted({task for task, _, _ in groups}, key=lambda t: ((args.envs or []) + [t]).index(t))
+    envs_order = {env: i for i, env in enumerate(args.envs or [])}  # --envs order first, then alphabetical
+    tasks = sorted({task for task, _, _ in groups}, key=lambda t: (envs_order.get(t, len(envs_order)), t))
     order = {exp: i for i, exp in enumerate(args.exps or [])}  # --exps order first, then alphabetical
     labels = sorted({(exp, label) for _, exp, label in groups}, key=lambda e: (order.get(e[0], len(order)), e[1]))
     groups = {(task, label): runs for (task, _, label), runs in groups.items()}
     exps = [label for _, label in labels]
     columns = min(args.columns, len(tasks))
     rows = -(-len(tasks) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.4 * rows + 0.5), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.4 * rows + 0.5), squeeze=False,
+                             layout="constrained")
     handles = {}
     for ax, task in zip(axes.flat, tasks):
         for i, exp in enumerate(exps):
@@ -160,11 +162,10 @@ def main():
         ax.set_ylabel("median test success rate")
     # The legend below the panels, off the curves: one entry per configuration, with its seed count(s).
     legend = [handles[exp] for exp in exps if exp in handles]
-    fig.legend([h for h, _ in legend], [label for _, label in legend], loc="lower center", ncol=min(len(legend), 4),
-               frameon=False, fontsize=9)
+    fig.legend([h for h, _ in legend], [label for _, label in legend], loc="outside lower center",
+               ncol=min(len(legend), 4), frameon=False, fontsize=9)
     if args.title:
         fig.suptitle(args.title)
-    fig.tight_layout(rect=(0, (0.35 + 0.25 * (len(legend) > 4)) / (3.4 * rows + 0.5), 1, 1))
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     fig.savefig(args.out, dpi=120)
     pdf = os.path.splitext(args.out)[0] + ".pdf"

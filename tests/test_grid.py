@@ -45,7 +45,7 @@ def test_figure_grid_end_to_end_killed_and_resumed(tmp_path):
     second runs, start it again: the first is not redone, the second resumes without losing an epoch; then the
     figure and the table."""
     out = str(tmp_path / "grid")
-    options = ["--smoke", "--envs", "FetchReach-v0", "--configs", "ddpg_her", "ddpg_dense", "--epochs", "4",
+    options = ["--smoke", "--envs", "FetchReach-v0", "--configs", "ddpg_her", "ddpg_dense", "--epochs", "20",
                "--extra", "--n-cycles 12", "--num-cpus", "1", "--cpus-per-run", "1", "--out", out,
                "--progress-every", "5"]
     process = start(*options, script="figure3.sh")
@@ -66,7 +66,7 @@ def test_figure_grid_end_to_end_killed_and_resumed(tmp_path):
     log = read(f"{second}/log.txt")
     assert "interrupted after" in log and "done:" not in log
     completed = len(rows(second))
-    assert 1 <= completed < 4
+    assert 1 <= completed < 20
     first_log = read(f"{first}/log.txt")
 
     rc, output = finish(start(*options, script="figure3.sh"))
@@ -76,11 +76,11 @@ def test_figure_grid_end_to_end_killed_and_resumed(tmp_path):
     assert glob.glob(f"{out}/runs/*") == glob.glob(f"{out}/runs/*__1__*") and len(glob.glob(f"{out}/runs/*")) == 2
     log = read(f"{second}/log.txt")
     assert f"resumed runs/{os.path.basename(second)} after epoch {completed} " in log, log
-    assert rows(second) == ["1", "2", "3", "4"]  # no epoch lost, none done twice
+    assert rows(second) == [str(epoch) for epoch in range(1, 21)]  # no epoch lost, none done twice
     for ext in ("png", "pdf", "md"):
         assert os.path.getsize(f"{out}/figure3_smoke.{ext}") > 300
     table = read(f"{out}/figure3_smoke.md")
-    assert "| FetchReach-v0 | ddpg_her | 1 | 4 |" in table and "| FetchReach-v0 | ddpg_dense | 1 | 4 |" in table
+    assert "| FetchReach-v0 | ddpg_her | 1 | 20 |" in table and "| FetchReach-v0 | ddpg_dense | 1 | 20 |" in table
     assert json.load(open(f"{out}/grid.json"))["envs"] == ["FetchReach-v0"]
 
 
