@@ -58,8 +58,11 @@ def trial(config, spec):
     """One training run as a Tune trial: its metrics.csv rows reported as they appear."""
     from ray import tune
 
-    trial_dir = tune.get_context().get_trial_dir()
+    # Our own directory per trial (Tune's trial dir is a fresh staging copy after Tuner.restore): DIR/trials/NAME.
+    trial_dir = os.path.join(spec["out"], "trials", tune.get_context().get_trial_name())
     os.makedirs(trial_dir, exist_ok=True)
+    with open(os.path.join(trial_dir, "trial.json"), "w") as f:
+        json.dump(config, f)
     done = [d for d in glob.glob(os.path.join(trial_dir, "runs", "*")) if os.path.exists(f"{d}/checkpoint.pt")]
     script = os.path.join(ROOT, f"{config['config']}.py")
     if done:  # restored after an interruption: continue the run
@@ -154,7 +157,7 @@ def main(argv=None):
             parser.error(f"{out} holds a different search ({old} there, {spec} now); use another --out")
     with open(path, "w") as f:
         json.dump(spec, f, indent=1)
-    spec["torch_threads"] = max(1, int(args.cpus_per_run))
+    spec.update(torch_threads=max(1, int(args.cpus_per_run)), out=out)
     # A local instance (or a head on loopback): Ray's servers on 127.0.0.1 only, no dashboard (as scripts/grid.py).
     if not args.address or args.address.split(":")[0] in ("127.0.0.1", "localhost"):
         os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
@@ -190,6 +193,10 @@ def main(argv=None):
     with open(os.path.join(out, "hparam_search.md"), "w") as f:
         f.write(text)
     errors = [r for r in results if r.error]
+    unfinished = [r for r in results if not r.error and (r.metrics or {}).get("epoch", 0) < spec["epochs"]]
+    if unfinished:  # Ctrl-C: Tune stopped the trials and saved its state
+        print(f"{len(unfinished)} trials unfinished; rerun the same command to continue the search", flush=True)
+        return 130
     print(f"{len(results)} trials, {len(errors)} failed; ranked by the area under the test success curve (mean test "
           f"success over epochs), averaged over seeds, then configurations; written to {out}/hparam_search.md\n" + text)
     return 1 if errors else 0

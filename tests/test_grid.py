@@ -140,8 +140,9 @@ def test_hparam_search_smoke_on_tune(tmp_path):
     combinations = [line.split(" | ")[1:8] for line in table[2:]]
     assert combinations[0] != combinations[1]
     # Each trial ran its combination: the values Tune sampled are those in the run's config.json.
-    for path in glob.glob(f"{out}/tune/*/runs/*/config.json"):
-        params = json.load(open(os.path.join(path.split("/runs/")[0], "params.json")))
+    assert len(glob.glob(f"{out}/trials/*/runs/*/config.json")) == 4
+    for path in glob.glob(f"{out}/trials/*/runs/*/config.json"):
+        params = json.load(open(os.path.join(path.split("/runs/")[0], "trial.json")))
         config = json.load(open(path))
         assert config["actor_lr"] == params["actor_lr"] and config["action_l2"] == params["action_l2"]
         assert config["batch_size"] == params["batch_size"]  # x 1 worker in --smoke
@@ -150,4 +151,4 @@ def test_hparam_search_smoke_on_tune(tmp_path):
     rc, output = finish(start(*options, script="hparam_search.py"))
     assert rc == 0 and "continuing the search" in output, output
     assert read(f"{out}/hparam_search.md").splitlines() == table
-    assert len(glob.glob(f"{out}/tune/*/runs/*")) == 4
+    assert len(glob.glob(f"{out}/trials/*/runs/*")) == 4
