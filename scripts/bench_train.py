@@ -2,8 +2,10 @@
 
     python scripts/bench_train.py                 # under a minute on 2 cores (36 s here)
     python scripts/bench_train.py --skip-train    # only the update and sampling micro-benchmarks
+    python scripts/bench_train.py --compare 3198e02 --train-rounds 3   # the training run, old code against this tree
 
-1. env steps per second of a short training run of ddpg_her.py with its defaults (FetchPush-v0, 10 cycles);
+1. env steps per second of a short training run of ddpg_her.py with its defaults (FetchPush-v0, 10 cycles); with
+   --compare REV, also of the ddpg_her.py (and envs/) of git revision REV, the two run in alternating rounds;
 2. ms per update (actor + critic gradient step, then one target-network update) at batch 256, the default batch and
    the paper's effective batch 19 x 256: a plain PyTorch update written the obvious way (two Adam optimisers,
    separate forward passes, a per-parameter polyak loop), ddpg_her.py's `update` in fp32 (--no-bf16-matmul), and
@@ -23,6 +25,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -148,9 +151,9 @@ def sampler(batch_size):
     return step
 
 
-def train_sps(threads):
-    """env steps/s of ddpg_her.py with its defaults on FetchPush-v0, one epoch of 10 cycles (rollouts + updates)."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+def train_sps(threads, root=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))):
+    """env steps/s of ddpg_her.py with its defaults on FetchPush-v0, one epoch of 10 cycles (rollouts + updates), run
+    from the repository at `root` (its own envs/)."""
     exp = f"bench{os.getpid()}"
     cmd = [sys.executable, "ddpg_her.py", "--env-id", "FetchPush-v0", "--n-epochs", "1", "--n-cycles", "10",
            "--n-test-rollouts", "0", "--exp-name", exp, "--no-checkpoint", "--torch-threads", str(threads)]
@@ -170,6 +173,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--skip-train", action="store_true", help="skip the short training run")
     parser.add_argument("--n", type=int, default=100, help="timed repetitions per micro-benchmark")
+    parser.add_argument("--compare", metavar="REV", help="also time the training run of this git revision")
+    parser.add_argument("--train-rounds", type=int, default=1, help="training runs (of each revision), alternating")
     parser.add_argument("--threads", type=int, default=algo.Args().torch_threads or torch.get_num_threads(),
                         help="torch threads (default: ddpg_her.py's for its updates, PyTorch's default)")
     args = parser.parse_args()
@@ -181,8 +186,22 @@ if __name__ == "__main__":
     print(f"torch {torch.__version__}, {args.threads} threads, {len(os.sched_getaffinity(0))} CPUs, "
           f"bfloat16 matmuls {'supported' if bf16 else 'NOT supported (ddpg_her.py runs fp32)'} on this CPU")
     if not args.skip_train:
-        sps, cmd = train_sps(args.threads)
-        print(f"training run ({cmd}): {sps:,.0f} env steps/s")
+        trees = {"this tree": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
+        if args.compare:  # the old code, checked out beside: its ddpg_her.py runs with its own envs/
+            trees[args.compare] = old = os.path.join(tempfile.mkdtemp(), "old")
+            os.makedirs(old)
+            subprocess.run(f"git -C {trees['this tree']} archive {args.compare} | tar -x -C {old}", shell=True,
+                           check=True)
+        runs = {name: [] for name in trees}
+        for _ in range(args.train_rounds):
+            for name, root in trees.items():
+                sps, cmd = train_sps(args.threads, root)
+                runs[name].append(sps)
+        print(f"training run ({cmd}), env steps/s over {args.train_rounds} round(s):")
+        for name, sps in runs.items():
+            print(f"  {name:>10}: median {np.median(sps):,.0f} ({', '.join(f'{x:,.0f}' for x in sps)})"
+                  + (f", {np.median(runs['this tree']) / np.median(sps):.2f}x faster now" if name != "this tree"
+                     else ""))
     print(f"{'ms per update':<20}{'plain':>8}{'ours fp32':>11}{'speed-up':>10}{'ours bf16':>11}{'speed-up':>10}")
     for batch_size in batches:
         n = reps(batch_size, args.n)

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 from conftest import requires_gl
@@ -99,13 +100,22 @@ def test_tiny_run_writes_logs_config_and_checkpoints(tmp_path):
             torch.testing.assert_close(target[name], polyak * w0 + (1 - polyak) * main[name], rtol=1e-5, atol=1e-6)
 
 
-def test_same_seed_same_results(tmp_path):
+def test_same_seed_same_results_and_exploration(tmp_path):
     run(tmp_path, *TINY, "--n-epochs", "2", "--exp-name", "a")
     run(tmp_path, *TINY, "--n-epochs", "2", "--exp-name", "b")
-    run(tmp_path, *TINY, "--n-epochs", "2", "--exp-name", "c", "--seed", "2")
+    run(tmp_path, *TINY, "--n-epochs", "2", "--exp-name", "c", "--seed", "2", "--random-eps", "1")
     a, b, c = (metrics(run_dir(tmp_path, name)) for name in "abc")
     assert a == b
     assert a != c
+    # With --random-eps 1 every action collected is uniform in [-max_u, max_u] (Baselines' random actions): the
+    # 1600 action components in c's replay buffer follow the uniform distribution (Kolmogorov-Smirnov distance).
+    ckpt = torch.load(os.path.join(run_dir(tmp_path, "c"), "checkpoint.pt"), weights_only=False)
+    u = np.sort(ckpt["replay"]["u"].ravel())
+    assert u.size == 1600 and u.min() >= -1 and u.max() <= 1
+    uniform_cdf = (u + 1) / 2
+    ks = max(np.abs(uniform_cdf - np.arange(1, u.size + 1) / u.size).max(), np.abs(uniform_cdf - np.arange(u.size) /
+                                                                                     u.size).max())
+    assert ks < 0.06, ks  # the 99.9% bound for 1600 samples is 0.049
 
 
 def files(path):

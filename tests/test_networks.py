@@ -4,6 +4,7 @@ import copy
 import os
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -104,3 +105,25 @@ def test_update_losses_are_the_papers(gamma, clip_return, action_l2):
     assert c_loss == pytest.approx(((q - target) ** 2).mean().item(), rel=1e-5)
     assert a_loss == pytest.approx(expected_actor.item(), rel=1e-5)
     assert mean_q == pytest.approx(q.mean().item(), rel=1e-5)
+
+
+def test_normalizer_running_statistics_floor_and_clips():
+    """Running mean and std over everything seen (Baselines' normalizer.py), std floored at eps, inputs clipped to
+    +-clip_obs before and to +-norm_clip after normalising."""
+    norm = ddpg_her.Normalizer(3, 0.01, 200.0, 5.0)
+    rng = np.random.default_rng(0)
+    batches = [np.c_[rng.normal(2.0, 3.0, (n, 1)), np.full((n, 1), 7.0), rng.normal(0.0, 1.0, (n, 1))]
+               for n in (50, 120, 30)]
+    for x in batches:
+        norm.update(x)
+    seen = np.concatenate(batches)
+    np.testing.assert_allclose(norm.mean.numpy(), seen.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(norm.std.numpy(), [seen[:, 0].std(), 0.01, seen[:, 2].std()], rtol=1e-5)  # floor
+    out = norm(torch.tensor([[2.0, 7.0, 0.5], [1e6, 7.001, -30.0]]))
+    np.testing.assert_allclose(out[0].numpy(), (np.array([2.0, 7.0, 0.5]) - seen.mean(0)) / norm.std.numpy(),
+                               rtol=1e-5, atol=1e-6)
+    assert out[1, 0] == 5.0 and out[1, 2] == -5.0  # clipped to norm_clip
+    assert out[1, 1] == pytest.approx(0.1, rel=1e-3)  # 0.001 / 0.01: the floored std
+    clipped_obs = ddpg_her.Normalizer(1, 0.01, 200.0, 1e9)
+    clipped_obs.update(np.array([[1e6], [-1e6]]))  # clipped to +-200 before the statistics
+    assert clipped_obs.std.item() == pytest.approx(200.0)
