@@ -67,12 +67,15 @@ def vector_throughput(env_id: str, kind: str, n_envs: int, n_steps: int):
     if kind == "envpool":  # EnvPool's C++ port of the task (FetchPush-v4 ...), n_envs envs on all CPUs
         import envpool
 
-        vec = envpool.make_gymnasium(env_id.replace("-v0", "-v4"), num_envs=n_envs, num_threads=os.cpu_count())
+        vec = envpool.make_gymnasium(env_id.replace("-v0", "-v4"), num_envs=n_envs, num_threads=os.cpu_count(),
+                                     seed=0)
+        vec.reset()
+        space = vec.action_space  # one env's
     else:
         vec = VECTORS[kind][1]([lambda: gym.make(env_id)] * n_envs)
-    vec.reset(seed=0)
-    actions = np.random.default_rng(0).uniform(-1, 1, (n_steps // n_envs, *vec.action_space.shape))
-    actions = actions.astype(vec.action_space.dtype)
+        vec.reset(seed=0)
+        space = vec.single_action_space
+    actions = np.random.default_rng(0).uniform(-1, 1, (n_steps // n_envs, n_envs, *space.shape)).astype(space.dtype)
     vec.step(actions[0])  # warm-up: the first step of a worker includes its start
     t0 = time.perf_counter()
     for a in actions:

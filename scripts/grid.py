@@ -42,7 +42,8 @@ FIGURES = {  # the paper's figures: their environments; 4 configurations x 5 see
 }
 # --smoke: the same grid with a budget that takes seconds per run (1 epoch of 2 cycles, 2 envs, tiny networks).
 SMOKE = "--n-envs 2 --n-cycles 2 --n-batches 2 --batch-size 32 --n-test-rollouts 1 --hidden 32 --buffer-size 10000"
-SET_BY_GRID = ("--env-id", "--seed", "--n-epochs", "--exp-name", "--torch-threads", "--resume", "--track", "--wandb")
+SET_BY_GRID = ("--env-id", "--seed", "--n-epochs", "--exp-name", "--torch-threads", "--env-threads", "--resume",
+               "--track", "--wandb")
 
 
 def paper_epochs(env):  # section 1.4: 50 epochs for Fetch and HandReach, 200 for hand manipulation
@@ -110,7 +111,8 @@ def train(run, spec):
         command = ["--resume", os.path.relpath(dirs[-1], out)] + wandb
     else:
         command = ["--env-id", env_id(run["env"], config), "--seed", str(seed), "--n-epochs", str(run["epochs"]),
-                   "--torch-threads", str(spec["torch_threads"])] + spec["extra"] + wandb
+                   "--torch-threads", str(spec["torch_threads"]), "--env-threads", str(spec["torch_threads"])]
+        command += spec["extra"] + wandb
     command = [sys.executable, os.path.join(ROOT, f"{config}.py")] + command
     os.makedirs(os.path.join(out, "logs"), exist_ok=True)
     log_path = os.path.join(out, "logs", run_key(run) + ".log")  # every attempt's stdout and stderr

@@ -70,7 +70,7 @@ def trial(config, spec):
     else:
         command = [sys.executable, script, "--env-id", env_id(spec["env"], config["config"]),
                    "--seed", str(config["seed"]), "--n-epochs", str(spec["epochs"]),
-                   "--torch-threads", str(spec["torch_threads"]),
+                   "--torch-threads", str(spec["torch_threads"]), "--env-threads", str(spec["torch_threads"]),
                    *spec["extra"], "--batch-size", str(config["batch_size"] * spec["batch_workers"])]  # last wins
         command += [f"--{k.replace('_', '-')}={config[k]}" for k in SPACE if k != "batch_size"]
     with open(os.path.join(trial_dir, "output.txt"), "a") as output:
