@@ -70,10 +70,8 @@ def epochs_done(run_dir):
         return 0
 
 
-def is_done(run_dir, n_epochs):
-    log = os.path.join(run_dir, "log.txt")
-    with open(log if os.path.exists(log) else os.devnull) as f:
-        return any(line.startswith("done:") for line in f) or epochs_done(run_dir) >= n_epochs
+def is_done(run_dir, n_epochs):  # (a run finished at fewer epochs is extended when the grid asks for more)
+    return epochs_done(run_dir) >= n_epochs
 
 
 def seconds_per_epoch(run_dir):  # from metrics.csv: wall-clock (elapsed_s) of the last completed epoch / epochs
@@ -107,8 +105,8 @@ def train(run, spec):
         wandb = ["--track", "--wandb-project-name", spec["wandb_project_name"],
                  "--wandb-group", f"{spec['figure']}-{run['env']}-{config}",
                  "--wandb-tags", spec["figure"], run["env"], config, f"seed{seed}", f"commit-{spec['commit']}"]
-    if dirs:  # a resumed run keeps its saved config: only the W&B options may be given again
-        command = ["--resume", os.path.relpath(dirs[-1], out)] + wandb
+    if dirs:  # a resumed run keeps its saved config: only its epochs (to extend it) and W&B options may be given
+        command = ["--resume", os.path.relpath(dirs[-1], out), "--n-epochs", str(run["epochs"])] + wandb
     else:
         command = ["--env-id", env_id(run["env"], config), "--seed", str(seed), "--n-epochs", str(run["epochs"]),
                    "--torch-threads", str(spec["torch_threads"]), "--env-threads", str(spec["torch_threads"])]
@@ -141,8 +139,9 @@ def parse(argv):
                         "default: the figure's")
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), help="configurations (training scripts)")
     parser.add_argument("--seeds", nargs="+", type=int, help="default: 1 2 3 4 5 (the paper's 5), --smoke: 1")
-    parser.add_argument("--epochs", type=int, help="epochs per run; default: the paper's (50 for Fetch and "
-                        "HandReach, 200 for hand manipulation), --smoke: 1")
+    parser.add_argument("--epochs", nargs="+", metavar="[ENV=]N", help="epochs per run, for every env (N) or one "
+                        "(ENV=N), e.g. --epochs 10 FetchSlide-v0=30; default: the paper's (50 for Fetch and HandReach, "
+                        "200 for hand manipulation), --smoke: 1. Raising them later extends the grid's runs")
     parser.add_argument("--extra", help="options for every run, e.g. \"--n-cycles 10\"; default: --paper-budget "
                         f"with --figure, none without, --smoke: {SMOKE}")
     parser.add_argument("--smoke", action="store_true", help="a tiny budget (seconds per run), to try the grid")
@@ -180,8 +179,14 @@ def check(parser, args):
         if c not in CONFIGS:
             parser.error(f"unknown configuration {c!r}; valid: {' '.join(CONFIGS)}")
     seeds = args.seeds or ([1] if args.smoke else [1, 2, 3, 4, 5])
-    if args.epochs is not None and args.epochs < 1 or args.max_retries < 0 or args.cpus_per_run <= 0:
-        parser.error("--epochs and --cpus-per-run must be positive, --max-retries >= 0")
+    if args.max_retries < 0 or args.cpus_per_run <= 0:
+        parser.error("--cpus-per-run must be positive, --max-retries >= 0")
+    epochs = {e: 1 if args.smoke else paper_epochs(e) for e in names}
+    for item in args.epochs or []:  # N for every env, then ENV=N for one
+        env, _, n = item.rpartition("=")
+        if not n.isdigit() or int(n) < 1 or env and env not in names:
+            parser.error(f"--epochs {item}: give N or ENV=N with N >= 1 and ENV one of the grid's: {' '.join(names)}")
+        epochs.update({env: int(n)} if env else dict.fromkeys(names, int(n)))
     extra = shlex.split(SMOKE if args.smoke else "--paper-budget" if args.figure else "")
     extra += shlex.split(args.extra or "")
     for option in extra:
@@ -203,14 +208,13 @@ def check(parser, args):
             parser.error(f"--extra {shlex.join(extra)!r} is refused by {config}.py{why}")
     name = (args.figure or "grid") + ("_smoke" if args.smoke else "")
     out = os.path.abspath(args.out or os.path.join("grids", name))
-    epochs = {e: args.epochs or (1 if args.smoke else paper_epochs(e)) for e in names}
     runs = [dict(env=e, config=c, seed=s, epochs=epochs[e]) for e in names for c in args.configs for s in seeds]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     spec = dict(figure=args.figure or "grid", name=name, envs=names, configs=args.configs, seeds=seeds, epochs=epochs,
                 extra=extra, out=out, torch_threads=max(1, int(args.cpus_per_run)), track=args.track,
                 wandb_project_name=args.wandb_project_name, commit=commit.stdout.strip() or "unknown")
     path = os.path.join(out, "grid.json")
-    same = ("figure", "envs", "configs", "seeds", "epochs", "extra")  # what makes it the same grid
+    same = ("figure", "envs", "configs", "seeds", "extra")  # what makes it the same grid (its epochs may change)
     if os.path.exists(path):
         with open(path) as f:
             old = json.load(f)
@@ -219,7 +223,7 @@ def check(parser, args):
             parser.error(f"{out} holds a different grid ({'; '.join(diff)}); use another --out")
     os.makedirs(out, exist_ok=True)
     with open(path, "w") as f:
-        json.dump({k: spec[k] for k in same + ("commit",)}, f, indent=1)
+        json.dump({k: spec[k] for k in same + ("epochs", "commit")}, f, indent=1)
     return runs, spec
 
 

@@ -82,6 +82,14 @@ def test_figure_grid_end_to_end_killed_and_resumed(tmp_path):
     table = read(f"{out}/figure3_smoke.md")
     assert "| FetchReach-v0 | ddpg_her | 1 | 20 |" in table and "| FetchReach-v0 | ddpg_dense | 1 | 20 |" in table
     assert json.load(open(f"{out}/grid.json"))["envs"] == ["FetchReach-v0"]
+    # More epochs later: the same grid, its finished runs extended (resumed), not redone.
+    more = [o if o != "20" else "FetchReach-v0=22" for o in options]
+    rc, output = finish(start(*more, script="figure3.sh"))
+    assert rc == 0 and "2/2 runs done (0 were done before), 0 failed" in output, output
+    for run in (first, second):
+        assert rows(run) == [str(epoch) for epoch in range(1, 23)]
+        assert f"resumed runs/{os.path.basename(run)} after epoch 20 " in read(f"{run}/log.txt")
+    assert json.load(open(f"{out}/grid.json"))["epochs"] == {"FetchReach-v0": 22}
 
 
 def test_failing_run_is_retried_recorded_and_the_grid_goes_on(tmp_path):
@@ -110,6 +118,8 @@ def test_failing_run_is_retried_recorded_and_the_grid_goes_on(tmp_path):
     (["--figure", "figure3", "--extra", "--polyak 2"], "--polyak must be in [0, 1]"),
     (["--figure", "figure3", "--extra", "--seed 3"], "--extra --seed: the grid sets it"),
     (["--figure", "figure3", "--cpus-per-run", "0"], "must be positive"),
+    (["--figure", "figure3", "--epochs", "10", "FetchPush=3"], "--epochs FetchPush=3: give N or ENV=N with N >= 1"),
+    (["--figure", "figure3", "--epochs", "FetchPush-v0=0"], "--epochs FetchPush-v0=0: give N or ENV=N"),
 ])
 def test_bad_input_is_refused_before_anything_starts(tmp_path, capsys, options, message):
     with pytest.raises(SystemExit) as error:
