@@ -187,8 +187,10 @@ def check(parser, args):
         if not n.isdigit() or int(n) < 1 or env and env not in names:
             parser.error(f"--epochs {item}: give N or ENV=N with N >= 1 and ENV one of the grid's: {' '.join(names)}")
         epochs.update({env: int(n)} if env else dict.fromkeys(names, int(n)))
-    extra = shlex.split(SMOKE if args.smoke else "--paper-budget" if args.figure else "")
-    extra += shlex.split(args.extra or "")
+    if args.smoke:  # the tiny budget, then any --extra
+        extra = shlex.split(SMOKE) + shlex.split(args.extra or "")
+    else:  # --extra replaces the default: --paper-budget for a figure (so --extra "" gives the 2-core defaults)
+        extra = shlex.split(args.extra if args.extra is not None else "--paper-budget" if args.figure else "")
     for option in extra:
         if option.startswith(SET_BY_GRID):
             parser.error(f"--extra {option}: the grid sets it (use --envs, --seeds, --epochs, --cpus-per-run, --track)")

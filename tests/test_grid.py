@@ -129,6 +129,14 @@ def test_bad_input_is_refused_before_anything_starts(tmp_path, capsys, options, 
     assert not os.path.exists(tmp_path / "grid" / "runs")
 
 
+def test_a_figure_runs_the_papers_budget_unless_extra_replaces_it(tmp_path):
+    cases = [([], ["--paper-budget"]), (["--extra", ""], []), (["--extra", "--n-cycles 10"], ["--n-cycles", "10"])]
+    for i, (options, extra) in enumerate(cases):
+        parser, args = grid.parse(["--figure", "figure3", "--out", str(tmp_path / str(i))] + options)
+        runs, spec = grid.check(parser, args)
+        assert spec["extra"] == extra and len(runs) == 80 and {r["epochs"] for r in runs} == {50}
+
+
 def test_a_grid_directory_of_another_grid_is_refused(tmp_path, capsys):
     out = str(tmp_path / "grid")
     parser, args = grid.parse(["--figure", "figure3", "--smoke", "--seeds", "1", "--out", out])

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The results campaign behind docs/results.md, at the 2-core defaults (a reduced scale: 40,000 env steps an epoch for
+# Fetch and HandReach, 80,000 for hand manipulation, against the paper's 95,000 and 190,000; see README.md). Each part
+# is one grid on Ray (scripts/grid.py) in results/2cores/PART/, two runs at a time on one core each. Rerun the script
+# to continue after a kill (finished runs are skipped, interrupted ones resume); raise a part's epochs to extend it.
+# The small logs (config.json, metrics.csv, log.txt; the grid's logs/, figure and table) are kept in the repository,
+# the checkpoints are not (.gitignore). Cut seeds before environments: every environment first gets one curve.
+#   scripts/results_2cores.sh            # every part, in order
+#   scripts/results_2cores.sh her_all    # one part
+set -euo pipefail
+cd "$(dirname "$0")/.."
+grid() {  # PART, then grid.py options
+  local part=$1; shift
+  python scripts/grid.py --out "results/2cores/$part" --cpus-per-run 1 "$@"
+}
+parts=${*:-"her_all configs seeds"}
+for part in $parts; do
+  case $part in
+    # 1. DDPG+HER sparse on all 13 environments, seed 1: the shape of each curve (Figure 3, Figure 4, Appendix C).
+    her_all) grid her_all --figure appendix_c --extra "" --configs ddpg_her --seeds 1 --epochs 2 \
+      FetchReach-v0=5 FetchPush-v0=15 FetchPickAndPlace-v0=25 FetchSlide-v0=25 HandReach-v0=10 \
+      HandManipulateBlockRotateZ-v0=4 HandManipulateBlockRotateXYZ-v0=4 HandManipulateEggFull-v0=4 \
+      HandManipulatePenRotate-v0=4 ;;
+    # 2. The four configurations on FetchPush, FetchPickAndPlace and HandReach (the paper's orderings), seeds 1-2.
+    configs) grid configs --envs FetchPush-v0 FetchPickAndPlace-v0 HandReach-v0 --seeds 1 2 \
+      --epochs 15 FetchPickAndPlace-v0=25 HandReach-v0=10 ;;
+    # 3. More seeds of DDPG+HER sparse on the Fetch tasks (3 in all), FetchSlide for longer.
+    seeds) grid seeds --envs FetchReach-v0 FetchPush-v0 FetchPickAndPlace-v0 FetchSlide-v0 --configs ddpg_her \
+      --seeds 2 3 --epochs 5 FetchPush-v0=15 FetchPickAndPlace-v0=25 FetchSlide-v0=40 ;;
+    *) echo "unknown part $part (her_all, configs, seeds)"; exit 2 ;;
+  esac
+done
