@@ -163,7 +163,7 @@ def main():
     # The legend below the panels, off the curves: one entry per configuration, with its seed count(s).
     legend = [handles[exp] for exp in exps if exp in handles]
     fig.legend([h for h, _ in legend], [label for _, label in legend], loc="outside lower center",
-               ncol=min(len(legend), 4), frameon=False, fontsize=9)
+               ncol=min(len(legend), 2 * columns), frameon=False, fontsize=9)  # 2 entries fit under a panel
     if args.title:
         fig.suptitle(args.title)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
