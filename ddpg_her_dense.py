@@ -192,6 +192,7 @@ class EpisodeReplay:
         self.size, self.n, self.rng = size_in_transitions // T, 0, rng
         rows = dict(o=T + 1, ag=T + 1, g=T, u=T)  # o and ag keep the final observation of the episode
         self.ep = {k: np.empty((self.size, rows[k], dims[k]), np.float32) for k in rows}
+        self.unsaved = np.zeros(self.size, bool)  # episodes stored since the last checkpoint, which writes just those
 
     def store(self, batch):
         k = len(batch["u"])
@@ -199,7 +200,7 @@ class EpisodeReplay:
         idx = np.concatenate([free, self.rng.integers(0, self.n, k - len(free))])
         for key, arr in self.ep.items():
             arr[idx] = batch[key]
-        self.n = min(self.size, self.n + k)
+        self.n, self.unsaved[idx] = min(self.size, self.n + k), True
 
     def sample(self, n, her_future_p):
         return sample_transitions({k: v[: self.n] for k, v in self.ep.items()}, n, her_future_p, self.rng)
@@ -247,8 +248,9 @@ def check_args(args):
                 fail(f"--{name.replace('_', '-')} {message}, got {getattr(args, name)}")
 
 
-def atomic_save(obj, path):
-    torch.save(obj, path + ".tmp")
+def atomic_save(obj, path):  # a dict of arrays to .npz (no pickle, no copy), anything else with torch.save
+    with open(path + ".tmp", "wb") as f:
+        np.savez(f, **obj) if path.endswith(".npz") else torch.save(obj, f)
     os.replace(path + ".tmp", path)  # a kill mid-write leaves the previous file intact
 
 
@@ -271,18 +273,16 @@ def load_resume(args):
         fail(f"--resume continues a run with its saved config and cannot honour --{', --'.join(refused)}; "
              f"with --resume only --n-epochs (to extend the run) and the W&B options (--track, --wandb-*) are allowed")
     ckpt = torch.load(path, weights_only=False)
-    if "rows" not in ckpt:
+    if "replay_n" not in ckpt:
         fail(f"--resume {args.resume}: its checkpoint was written by an older version of this script")
     if os.path.basename(ckpt["script"]) != os.path.basename(__file__):
         fail(f"--resume {args.resume}: that run was made by {os.path.basename(ckpt['script'])}; resume it with "
              f"python {os.path.basename(ckpt['script'])} --resume {args.resume}")
-    saved = ckpt["args"]
-    changed = {k: getattr(args, k) for k in ("track", "wandb_project_name", "wandb_entity", "wandb_group",
-                                             "wandb_tags") if k.replace("_", "-") in given}
-    n_epochs = args.n_epochs if "n-epochs" in given else saved["n_epochs"]
-    if n_epochs < ckpt["epoch"]:
-        fail(f"--n-epochs {n_epochs} is fewer than the {ckpt['epoch']} epochs the run has completed")
-    return ckpt, Args(**{**saved, **changed, "n_epochs": n_epochs, "resume": os.path.dirname(path) or "."})
+    given = {k: v for k, v in vars(args).items() if k.replace("_", "-") in given}  # --n-epochs, W&B options
+    args = Args(**{**ckpt["args"], **given, "resume": os.path.dirname(path) or "."})
+    if args.n_epochs < ckpt["epoch"]:
+        fail(f"--n-epochs {args.n_epochs} is fewer than the {ckpt['epoch']} epochs the run has completed")
+    return ckpt, args
 
 
 def plural(n, word):
@@ -321,7 +321,7 @@ if __name__ == "__main__":
         fail(f"--buffer-size {args.buffer_size} cannot hold one cycle of {args.n_envs} episodes of {T} steps")
     run_name = ckpt["run_name"] if ckpt else f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
     run_dir = args.resume if ckpt else f"runs/{run_name}"  # a resumed run stays where it is, whatever the cwd
-    os.makedirs(run_dir, exist_ok=True)
+    os.makedirs(f"{run_dir}/replay", exist_ok=True)
     log_file = open(f"{run_dir}/log.txt", "a", buffering=1)  # line-buffered: what was logged survives a kill
 
     def log(message):  # to the terminal and to the run's log.txt
@@ -393,14 +393,18 @@ if __name__ == "__main__":
     precision = "bf16 matmuls" if bf16 else "fp32" + (" (this CPU has no bf16 matmuls)" if args.bf16_matmul else "")
     threads = f"envs on {env_threads} threads, updates on {update_threads}, {precision}"
     if ckpt:  # restore everything the next epoch depends on
+        start_epoch, global_step, episodes, n_updates = ckpt["epoch"], ckpt["step"], ckpt["episodes"], ckpt["updates"]
         for net, state in zip(nets, ckpt["nets"], strict=True):
             net.load_state_dict(state)
         optimizer.load_state_dict(ckpt["optimizer"])
         vars(norm).update(ckpt["normalizer"])
-        replay.store(ckpt["replay"])  # into the empty buffer, in order
+        for e in range(1, start_epoch + 1):  # the replay buffer, as written: each epoch's new episodes, in order
+            part = np.load(f"{run_dir}/replay/{e:05d}.npz")
+            for k, v in replay.ep.items():
+                v[part["idx"]] = part[k]
+        replay.n = ckpt["replay_n"]
         rng.bit_generator.state = ckpt["np_rng"]
         torch.set_rng_state(ckpt["torch_rng"])
-        start_epoch, global_step, episodes, n_updates = ckpt["epoch"], ckpt["step"], ckpt["episodes"], ckpt["updates"]
         elapsed_before, rows = ckpt["elapsed"], ckpt["rows"]
         write_csv(rows, f"{run_dir}/metrics.csv")  # drops rows of epochs after the checkpoint: they are redone
         log(f"resumed {run_dir} after epoch {start_epoch} ({global_step:,} env steps, {episodes:,} episodes); "
@@ -472,12 +476,15 @@ if __name__ == "__main__":
                          max_u=max_u, actor=actor.state_dict(), normalizer=vars(norm))
             if args.save_model:
                 atomic_save(model, f"{run_dir}/model.pt")
-            if args.checkpoint:
+            if args.checkpoint:  # the replay buffer incrementally: only the episodes stored since the last checkpoint
+                new = np.flatnonzero(replay.unsaved)
+                atomic_save(dict(idx=new, **{k: v[new] for k, v in replay.ep.items()}),
+                            f"{run_dir}/replay/{epoch + 1:05d}.npz")
+                replay.unsaved[:] = False
                 atomic_save(dict(model, run_name=run_name, nets=[net.state_dict() for net in nets], rows=rows,
-                                 optimizer=optimizer.state_dict(), np_rng=rng.bit_generator.state,
-                                 replay={k: v[: replay.n] for k, v in replay.ep.items()}, elapsed=elapsed,
-                                 torch_rng=torch.get_rng_state(), step=global_step, episodes=episodes,
-                                 updates=n_updates), f"{run_dir}/checkpoint.pt")
+                                 optimizer=optimizer.state_dict(), np_rng=rng.bit_generator.state, replay_n=replay.n,
+                                 elapsed=elapsed, torch_rng=torch.get_rng_state(), step=global_step,
+                                 episodes=episodes, updates=n_updates), f"{run_dir}/checkpoint.pt")
             completed = epoch + 1
             writing.pop(0)
             if writing:  # a Ctrl-C or kill came while the files were written: stop now that they are

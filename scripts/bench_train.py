@@ -12,7 +12,10 @@
    the same as ddpg_her.py runs it by default (hidden layers' matmuls in bfloat16, where the CPU has AVX512-BF16 or
    AMX). All run in this process on the same number of threads (default: ddpg_her.py's for its updates, which is
    PyTorch's own default, one per physical core), timed in alternating rounds (medians of --n calls);
-3. ms to sample one HER-relabelled batch of 256 (and of the default batch) with its rewards.
+3. ms to sample one HER-relabelled batch of 256 (and of the default batch) with its rewards;
+4. seconds to checkpoint a full replay buffer (FetchPush, the default 1e6 transitions, and the paper's 4.75e6 after
+   50 epochs of --paper-budget): the whole buffer in one torch.save, as the scripts did, against what they write
+   now, the episodes stored since the last checkpoint (one epoch's: 800, or 1900 under --paper-budget).
 """
 
 import argparse
@@ -165,6 +168,25 @@ def train_sps(threads, root=os.path.dirname(os.path.dirname(os.path.abspath(__fi
     return sps, " ".join(cmd[1:])
 
 
+def checkpoint_seconds(transitions, new_episodes):
+    """(whole buffer, incremental) seconds to write a checkpoint of a FetchPush replay buffer holding `transitions`."""
+    replay = algo.EpisodeReplay(transitions, 50, DIMS, np.random.default_rng(0))
+    for _ in range(0, replay.size, 1000):  # fill it, 1000 episodes at a time
+        replay.store({k: np.ones((min(1000, replay.size - replay.n), 51 if k in ("o", "ag") else 50, DIMS[k]),
+                                 np.float32) for k in ("o", "ag", "g", "u")})
+    replay.unsaved[:] = False
+    replay.store({k: v[:new_episodes] for k, v in replay.ep.items()})  # one epoch's episodes
+    path = os.path.join(tempfile.mkdtemp(), "x")
+    t0 = time.perf_counter()
+    algo.atomic_save(dict(replay={k: v[: replay.n] for k, v in replay.ep.items()}), path + ".pt")
+    t1 = time.perf_counter()
+    new = np.flatnonzero(replay.unsaved)
+    algo.atomic_save(dict(idx=new, **{k: v[new] for k, v in replay.ep.items()}), path + ".npz")
+    t2 = time.perf_counter()
+    shutil.rmtree(os.path.dirname(path))
+    return t1 - t0, t2 - t1
+
+
 def reps(batch_size, n):
     return n if batch_size <= 1024 else max(10, n // 5)
 
@@ -211,3 +233,7 @@ if __name__ == "__main__":
               + (f"{t_bf16:>11.2f}{t_plain / t_bf16:>9.2f}x" if bf16 else f"{'n/a':>11}"))
     for batch_size in sorted({256, algo.Args().batch_size}):
         print(f"HER-relabelled batch of {batch_size} with rewards: {median_ms(sampler(batch_size), args.n):.2f} ms")
+    for transitions, new_episodes, what in [(1_000_000, 800, "defaults"), (4_750_000, 1900, "--paper-budget")]:
+        whole, incremental = checkpoint_seconds(transitions, new_episodes)
+        print(f"checkpoint of a full buffer of {transitions:,} transitions ({what}): {whole:.2f} s whole, "
+              f"{incremental:.3f} s incremental ({new_episodes} new episodes)")

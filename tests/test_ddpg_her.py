@@ -109,8 +109,8 @@ def test_same_seed_same_results_and_exploration(tmp_path):
     assert a != c
     # With --random-eps 1 every action collected is uniform in [-max_u, max_u] (Baselines' random actions): the
     # 1600 action components in c's replay buffer follow the uniform distribution (Kolmogorov-Smirnov distance).
-    ckpt = torch.load(os.path.join(run_dir(tmp_path, "c"), "checkpoint.pt"), weights_only=False)
-    u = np.sort(ckpt["replay"]["u"].ravel())
+    replay = [np.load(path) for path in sorted(glob.glob(os.path.join(run_dir(tmp_path, "c"), "replay", "*.npz")))]
+    u = np.sort(np.concatenate([part["u"] for part in replay]).ravel())
     assert u.size == 1600 and u.min() >= -1 and u.max() <= 1
     uniform_cdf = (u + 1) / 2
     ks = max(np.abs(uniform_cdf - np.arange(1, u.size + 1) / u.size).max(), np.abs(uniform_cdf - np.arange(u.size) /
@@ -123,8 +123,11 @@ def files(path):
 
 
 def test_resume_continues_exactly(tmp_path):
-    run(tmp_path, *TINY, "--n-epochs", "3", "--exp-name", "whole")
-    run(tmp_path, *TINY, "--n-epochs", "2", "--exp-name", "parts")
+    # A buffer of 6 episodes, 4 new ones an epoch: from epoch 2 on, new episodes overwrite random old ones, and the
+    # checkpoints write the replay buffer incrementally (each epoch's new episodes), so the resume must replay both.
+    small = [*TINY, "--buffer-size", "300"]
+    run(tmp_path, *small, "--n-epochs", "3", "--exp-name", "whole")
+    run(tmp_path, *small, "--n-epochs", "2", "--exp-name", "parts")
     path = run_dir(tmp_path, "parts")
     before = files(path)
     # Options a resume cannot honour are refused, naming them; a finished run is left as it is.
@@ -141,6 +144,12 @@ def test_resume_continues_exactly(tmp_path):
     assert "resumed" in open(os.path.join(path, "log.txt")).read()
     assert metrics(path) == metrics(run_dir(tmp_path, "whole"))
     assert json.load(open(os.path.join(path, "config.json")))["n_epochs"] == len(metrics(path)) == 3
+    assert sorted(os.listdir(os.path.join(path, "replay"))) == ["00001.npz", "00002.npz", "00003.npz"]
+    whole = torch.load(os.path.join(run_dir(tmp_path, "whole"), "checkpoint.pt"), weights_only=False)
+    resumed = torch.load(os.path.join(path, "checkpoint.pt"), weights_only=False)
+    for a, b in zip(whole["nets"] + [whole["normalizer"]], resumed["nets"] + [resumed["normalizer"]]):
+        for key in a:
+            np.testing.assert_array_equal(np.asarray(a[key]), np.asarray(b[key]))
     other = subprocess.run([sys.executable, os.path.join(ROOT, "ddpg.py"), "--resume", path], cwd=tmp_path,
                            capture_output=True, text=True, timeout=300)
     assert other.returncode == 1 and "that run was made by ddpg_her.py; resume it with python ddpg_her.py" in \
