@@ -25,7 +25,7 @@ import torch.nn.functional as F
 import tyro
 
 import envs  # registers FetchReach-v0, FetchPush-v0, ... and their ...Dense-v0 twins
-from evaluate import test_episode  # one deterministic test episode, recorded (--capture-video)
+from evaluate import atomic_save, load_resume, plural, test_episode, write_csv  # shared, not algorithm
 
 DENSE = True  # this file's configuration: dense rewards, -distance to the goal (the ...Dense-v0 ids)
 USE_HER = True  # this file's configuration: hindsight relabelling on
@@ -248,52 +248,11 @@ def check_args(args):
                 fail(f"--{name.replace('_', '-')} {message}, got {getattr(args, name)}")
 
 
-def atomic_save(obj, path):  # a dict of arrays to .npz (no pickle, no copy), anything else with torch.save
-    with open(path + ".tmp", "wb") as f:
-        np.savez(f, **obj) if path.endswith(".npz") else torch.save(obj, f)
-    os.replace(path + ".tmp", path)  # a kill mid-write leaves the previous file intact
-
-
-def write_csv(rows, path):  # rewritten whole and atomically each epoch, so a resume can restore it from a checkpoint
-    with open(path + ".tmp", "w") as f:
-        f.write("".join(",".join(map(str, row)) + "\n" for row in [rows[0].keys()] + [r.values() for r in rows]))
-    os.replace(path + ".tmp", path)
-
-
-def load_resume(args):
-    """The checkpoint that --resume names, and the saved config with the options a resumed run may change."""
-    path = os.path.join(args.resume, "checkpoint.pt") if os.path.isdir(args.resume) else args.resume
-    if not os.path.exists(path):
-        fail(f"--resume {args.resume}: no such run directory or checkpoint file")
-    if not os.path.isfile(path):
-        fail(f"--resume {args.resume}: no checkpoint.pt there (was the run started with --no-checkpoint?)")
-    given = {a[2:].split("=")[0].replace("_", "-").removeprefix("no-") for a in sys.argv[1:] if a.startswith("--")}
-    refused = sorted(given - {"resume", "n-epochs", "track"} - {g for g in given if g.startswith("wandb-")})
-    if refused:  # a resumed run keeps its saved config: anything else would silently not be what the user asked for
-        fail(f"--resume continues a run with its saved config and cannot honour --{', --'.join(refused)}; "
-             f"with --resume only --n-epochs (to extend the run) and the W&B options (--track, --wandb-*) are allowed")
-    ckpt = torch.load(path, weights_only=False)
-    if "replay_n" not in ckpt:
-        fail(f"--resume {args.resume}: its checkpoint was written by an older version of this script")
-    if os.path.basename(ckpt["script"]) != os.path.basename(__file__):
-        fail(f"--resume {args.resume}: that run was made by {os.path.basename(ckpt['script'])}; resume it with "
-             f"python {os.path.basename(ckpt['script'])} --resume {args.resume}")
-    given = {k: v for k, v in vars(args).items() if k.replace("_", "-") in given}  # --n-epochs, W&B options
-    args = Args(**{**ckpt["args"], **given, "resume": os.path.dirname(path) or "."})
-    if args.n_epochs < ckpt["epoch"]:
-        fail(f"--n-epochs {args.n_epochs} is fewer than the {ckpt['epoch']} epochs the run has completed")
-    return ckpt, args
-
-
-def plural(n, word):
-    return f"{n:,} {word}{'' if n == 1 else 's'}"
-
-
 if __name__ == "__main__":
     args = tyro.cli(Args)
     ckpt = None
     if args.resume:
-        ckpt, args = load_resume(args)
+        ckpt, args = load_resume(args, __file__)
         if ckpt["epoch"] == args.n_epochs:  # nothing to do; config.json and metrics.csv stay as they are
             print(f"{args.resume} is already complete: {plural(args.n_epochs, 'epoch')} "
                   f"(add --n-epochs N to extend it)")

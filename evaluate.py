@@ -5,7 +5,8 @@
 
 The checkpoint records the script that wrote it (ddpg_her.py, ddpg.py, ... or your fork of one); the Actor and
 Normalizer classes are loaded from that file, so a fork that changes them is evaluated with its own code. The
-training scripts import `test_episode` from here for their per-epoch videos (--capture-video).
+training scripts import `test_episode` from here for their per-epoch videos (--capture-video), and the file and
+--resume helpers that are not part of the algorithm (atomic_save, write_csv, load_resume).
 """
 
 import importlib.util
@@ -33,6 +34,53 @@ class Args:
     """record every episode to videos/eval__RUN_NAME/ (mp4 with imageio-ffmpeg installed, else GIF)"""
 
 
+# ---- shared by the training scripts, not algorithm: files that survive a kill, and --resume --------------------
+def atomic_save(obj, path):  # a dict of arrays to .npz (no pickle, no copy), anything else with torch.save
+    with open(path + ".tmp", "wb") as f:
+        np.savez(f, **obj) if path.endswith(".npz") else torch.save(obj, f)
+    os.replace(path + ".tmp", path)  # a kill mid-write leaves the previous file intact
+
+
+def write_csv(rows, path):  # rewritten whole and atomically each epoch, so a resume can restore it from a checkpoint
+    with open(path + ".tmp", "w") as f:
+        f.write("".join(",".join(map(str, row)) + "\n" for row in [rows[0].keys()] + [r.values() for r in rows]))
+    os.replace(path + ".tmp", path)
+
+
+def plural(n, word):
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+def load_resume(args, script):
+    """For a training script's --resume: the checkpoint it names, and the script's Args as saved there, with the
+    options a resumed run may change (--n-epochs, the W&B options); anything else is refused, naming it."""
+    def fail(message):
+        sys.exit(f"{os.path.basename(script)}: error: {message}")
+
+    path = os.path.join(args.resume, "checkpoint.pt") if os.path.isdir(args.resume) else args.resume
+    if not os.path.exists(path):
+        fail(f"--resume {args.resume}: no such run directory or checkpoint file")
+    if not os.path.isfile(path):
+        fail(f"--resume {args.resume}: no checkpoint.pt there (was the run started with --no-checkpoint?)")
+    given = {a[2:].split("=")[0].replace("_", "-").removeprefix("no-") for a in sys.argv[1:] if a.startswith("--")}
+    refused = sorted(given - {"resume", "n-epochs", "track"} - {g for g in given if g.startswith("wandb-")})
+    if refused:  # a resumed run keeps its saved config: anything else would silently not be what the user asked for
+        fail(f"--resume continues a run with its saved config and cannot honour --{', --'.join(refused)}; "
+             f"with --resume only --n-epochs (to extend the run) and the W&B options (--track, --wandb-*) are allowed")
+    ckpt = torch.load(path, weights_only=False)
+    if "replay_n" not in ckpt:
+        fail(f"--resume {args.resume}: its checkpoint was written by an older version of this script")
+    if os.path.basename(ckpt["script"]) != os.path.basename(script):
+        fail(f"--resume {args.resume}: that run was made by {os.path.basename(ckpt['script'])}; resume it with "
+             f"python {os.path.basename(ckpt['script'])} --resume {args.resume}")
+    given = {k: v for k, v in vars(args).items() if k.replace("_", "-") in given}  # --n-epochs, W&B options
+    args = type(args)(**{**ckpt["args"], **given, "resume": os.path.dirname(path) or "."})
+    if args.n_epochs < ckpt["epoch"]:
+        fail(f"--n-epochs {args.n_epochs} is fewer than the {ckpt['epoch']} epochs the run has completed")
+    return ckpt, args
+
+
+# ---- evaluation ----------------------------------------------------------------------------------------------
 def save_video(frames, path):
     """Writes path.mp4 (with imageio-ffmpeg) or else path.gif; returns the file written."""
     import imageio

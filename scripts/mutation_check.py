@@ -247,7 +247,7 @@ MUTATIONS = [
     m("train_random_eps_inverted", "ddpg_her.py",
       "rng.random((len(u), 1)) < args.random_eps", "rng.random((len(u), 1)) > args.random_eps",
       ["tests/test_ddpg_her.py", "-x", "-q", "-k", "exploration"], "random actions with probability 1 - 0.3"),
-    m("train_resume_ignores_options", "ddpg_her.py",
+    m("train_resume_ignores_options", "evaluate.py",
       "    if refused:  # a resumed run", "    if False:  # a resumed run",
       ["tests/test_ddpg_her.py", "-x", "-q", "-k", "resume"], "--resume silently ignores other options"),
     # ---- envs.ThreadVectorEnv (tests/test_vector.py) ---------------------------------------------------------------
