@@ -88,6 +88,8 @@ class Args:
     """threads stepping the n_envs envs (envs.ThreadVectorEnv: MuJoCo simulates without the GIL); 0 = one per CPU"""
     torch_threads: int = 0
     """threads for updates (rollouts use one); 0 = PyTorch's default, one per physical core; 1 if jobs share cores"""
+    cuda: bool = True
+    """networks and updates on the GPU when there is one (the CPU otherwise; the first log line says which)"""
     bf16_matmul: bool = True
     """hidden layers' matmuls in bfloat16 where the CPU has AVX512-BF16 or AMX (faster updates; curves: README)"""
     track: bool = False
@@ -123,7 +125,7 @@ def mlp(in_dim, out_dim, hidden, n_layers):
 
 def mlp_forward(net, x, bf16):  # bf16: the hidden layers' matmuls in bfloat16 (autocast; weights, Adam: fp32)
     *hidden, output = net
-    with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+    with torch.autocast(x.device.type, torch.bfloat16, enabled=bf16):
         for layer in hidden:
             x = layer(x)
     return output(x.float())  # the output layer in fp32: Q-values and actions keep fp32 resolution (not 8 bits)
@@ -150,10 +152,10 @@ class Critic(nn.Module):
 class Normalizer:
     """Running mean/std per element of [o, g] (Baselines' normalizer.py keeps one for o and one for g: the same)."""
 
-    def __init__(self, size, eps, clip_obs, norm_clip):
+    def __init__(self, size, eps, clip_obs, norm_clip, device="cpu"):
         self.eps, self.clip_obs, self.norm_clip = eps, clip_obs, norm_clip
-        self.sum, self.sumsq, self.count = np.zeros(size), np.zeros(size), 0
-        self.mean, self.std = torch.zeros(size), torch.ones(size)
+        self.sum, self.sumsq, self.count = np.zeros(size), np.zeros(size), 0  # statistics in float64 on the host
+        self.mean, self.std = torch.zeros(size, device=device), torch.ones(size, device=device)
 
     def update(self, x):
         x = np.clip(x, -self.clip_obs, self.clip_obs).astype(np.float64)
@@ -293,13 +295,15 @@ if __name__ == "__main__":
     update_threads = args.torch_threads or torch.get_num_threads()  # PyTorch's default: one per physical core
     env_threads = min(args.n_envs, args.env_threads or len(os.sched_getaffinity(0)))
     torch.set_num_threads(1)  # rollouts: the policy on n_envs observations, too small to share out; updates: below
-    bf16 = args.bf16_matmul and torch.ops.mkldnn._is_mkldnn_bf16_supported()  # AVX512-BF16 or AMX, else fp32
+    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+    bf16 = args.bf16_matmul and (torch.cuda.is_bf16_supported() if device.type == "cuda"
+                                 else torch.ops.mkldnn._is_mkldnn_bf16_supported())  # CPUs: AVX512-BF16 or AMX
     with contextlib.suppress(OSError):  # glibc gives freed tensors back to the OS, then page-faults them in again
         ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 25), ctypes.CDLL("libc.so.6").mallopt(-1, 1 << 30)  # mmap, trim
 
     config = dict(asdict(args), run_name=run_name, T=T, gamma=gamma, clip_return_value=clip_return,
                   her_future_p=her_future_p, dims=dims, torch=torch.__version__, threads=update_threads,
-                  env_threads=env_threads, bf16=bf16)
+                  env_threads=env_threads, bf16=bf16, device=str(device))
     with open(f"{run_dir}/config.json", "w") as f:
         json.dump(config, f, indent=2)
     if args.track:
@@ -318,15 +322,15 @@ if __name__ == "__main__":
     video_env = gym.make(args.env_id, render_mode="rgb_array") if args.capture_video else None  # one episode an epoch
 
     # ALGO LOGIC: networks, one Adam for both (two parameter groups), target networks
-    actor = Actor(dims["x"], dims["u"], args.hidden, args.n_layers, max_u, bf16)
-    critic = Critic(dims["x"], dims["u"], args.hidden, args.n_layers, max_u, bf16)
+    actor = Actor(dims["x"], dims["u"], args.hidden, args.n_layers, max_u, bf16).to(device)
+    critic = Critic(dims["x"], dims["u"], args.hidden, args.n_layers, max_u, bf16).to(device)
     actor_target, critic_target = copy.deepcopy(actor), copy.deepcopy(critic)
     nets = (actor, critic, actor_target, critic_target)
     main_params = list(actor.parameters()) + list(critic.parameters())
     target_params = list(actor_target.parameters()) + list(critic_target.parameters())
     optimizer = torch.optim.Adam([dict(params=actor.parameters(), lr=args.actor_lr),
                                   dict(params=critic.parameters(), lr=args.critic_lr)], fused=True)
-    norm = Normalizer(dims["x"], args.norm_eps, args.clip_obs, args.norm_clip)
+    norm = Normalizer(dims["x"], args.norm_eps, args.clip_obs, args.norm_clip, device)
     replay = EpisodeReplay(args.buffer_size, T, dims, rng)
     ep = {k: np.empty((args.n_envs, T + (k in ("o", "ag")), dims[k]), np.float32) for k in ("o", "ag", "g", "u")}
 
@@ -337,7 +341,8 @@ if __name__ == "__main__":
         for t in range(T):
             ep["o"][:, t], ep["ag"][:, t], ep["g"][:, t] = obs["observation"], obs["achieved_goal"], obs["desired_goal"]
             with torch.no_grad():
-                u = actor(norm(torch.from_numpy(np.concatenate([ep["o"][:, t], ep["g"][:, t]], 1)))).numpy()
+                x = torch.from_numpy(np.concatenate([ep["o"][:, t], ep["g"][:, t]], 1)).to(device)
+                u = actor(norm(x)).cpu().numpy()
             if explore:  # Baselines: Gaussian noise, clip, then with probability random_eps a uniform random action
                 u = np.clip(u + args.noise_eps * max_u * rng.standard_normal(u.shape, np.float32), -max_u, max_u)
                 u = np.where(rng.random((len(u), 1)) < args.random_eps, rng.uniform(-max_u, max_u, u.shape), u)
@@ -349,14 +354,15 @@ if __name__ == "__main__":
         return np.asarray(info["is_success"], np.float64), keep
 
     start_epoch, global_step, episodes, n_updates, elapsed_before, rows = 0, 0, 0, 0, 0.0, []
-    precision = "bf16 matmuls" if bf16 else "fp32" + (" (this CPU has no bf16 matmuls)" if args.bf16_matmul else "")
-    threads = f"envs on {env_threads} threads, updates on {update_threads}, {precision}"
+    no_bf16 = f" (no bf16 matmuls on this {device.type})" if args.bf16_matmul else ""
+    precision = "bf16 matmuls" if bf16 else "fp32" + no_bf16
+    threads = f"envs on {env_threads} threads, updates on {device} ({update_threads} threads), {precision}"
     if ckpt:  # restore everything the next epoch depends on
         start_epoch, global_step, episodes, n_updates = ckpt["epoch"], ckpt["step"], ckpt["episodes"], ckpt["updates"]
         for net, state in zip(nets, ckpt["nets"], strict=True):
             net.load_state_dict(state)
         optimizer.load_state_dict(ckpt["optimizer"])
-        vars(norm).update(ckpt["normalizer"])
+        vars(norm).update({k: v.to(device) if torch.is_tensor(v) else v for k, v in ckpt["normalizer"].items()})
         for e in range(1, start_epoch + 1):  # the replay buffer, as written: each epoch's new episodes, in order
             part = np.load(f"{run_dir}/replay/{e:05d}.npz")
             for k, v in replay.ep.items():
@@ -388,7 +394,7 @@ if __name__ == "__main__":
     try:
         for epoch in range(start_epoch, args.n_epochs):
             vec.reset(seed=args.seed * 100_000 + epoch * args.n_envs)  # seeded per epoch: resumes repeat runs exactly
-            epoch_start, train_success, stats = time.time(), [], torch.zeros(3)
+            epoch_start, train_success, stats = time.time(), [], torch.zeros(3, device=device)
             for cycle in range(args.n_cycles):
                 if sys.stdout.isatty():  # a live count within the epoch, overwritten by the epoch's line (not logged)
                     print(f"epoch {epoch + 1}/{args.n_epochs}: cycle {cycle + 1}/{args.n_cycles}", end="\r", flush=True)
@@ -405,8 +411,8 @@ if __name__ == "__main__":
                 for _ in range(args.n_batches):
                     x, u, ag_next = replay.sample(args.batch_size, her_future_p)
                     r = compute_reward(ag_next, x[0, :, dims["o"] :], {}).astype(np.float32)  # one batched call
-                    stats += update(nets, optimizer, norm, torch.from_numpy(x), torch.from_numpy(u),
-                                    torch.from_numpy(r)[:, None], gamma, clip_return, args.action_l2)
+                    x, u, r = (torch.from_numpy(a).to(device, non_blocking=True) for a in (x, u, r[:, None]))
+                    stats += update(nets, optimizer, norm, x, u, r, gamma, clip_return, args.action_l2)
                 torch.set_num_threads(1)
                 n_updates += args.n_batches
                 with torch.no_grad():  # Baselines: target networks move once per cycle, after its n_batches updates

@@ -67,7 +67,7 @@ def load_resume(args, script):
     if refused:  # a resumed run keeps its saved config: anything else would silently not be what the user asked for
         fail(f"--resume continues a run with its saved config and cannot honour --{', --'.join(refused)}; "
              f"with --resume only --n-epochs (to extend the run) and the W&B options (--track, --wandb-*) are allowed")
-    ckpt = torch.load(path, weights_only=False)
+    ckpt = torch.load(path, weights_only=False, map_location="cpu")  # a run from a GPU resumes on any device
     if "replay_n" not in ckpt:
         fail(f"--resume {args.resume}: its checkpoint was written by an older version of this script")
     if os.path.basename(ckpt["script"]) != os.path.basename(script):
@@ -98,10 +98,11 @@ def test_episode(env, actor, norm, seed, video_path=None):
     video file written (None without video_path)."""
     obs, _ = env.reset(seed=seed)
     frames = [env.render()] if video_path else []
+    device = next(actor.parameters()).device
     for _ in range(env.spec.max_episode_steps):
         x = np.concatenate([obs["observation"], obs["desired_goal"]]).astype(np.float32)[None]
         with torch.no_grad():
-            obs, _, _, _, info = env.step(actor(norm(torch.from_numpy(x)))[0].numpy())
+            obs, _, _, _, info = env.step(actor(norm(torch.from_numpy(x).to(device)))[0].cpu().numpy())
         frames += [env.render()] if video_path else []
     if video_path:
         os.makedirs(os.path.dirname(video_path), exist_ok=True)
@@ -123,7 +124,7 @@ def load_script(path):
 
 def evaluate(path, episodes, seed=1, capture_video=False):
     """Test success of the saved policy over `episodes` deterministic episodes."""
-    ckpt = torch.load(path, weights_only=False)
+    ckpt = torch.load(path, weights_only=False, map_location="cpu")  # trained on a GPU or not, evaluated on the CPU
     cfg, dims = ckpt["args"], ckpt["dims"]
     script_path = ckpt.get("script", "ddpg_her.py")  # older checkpoints did not record it
     script = load_script(script_path)

@@ -85,6 +85,8 @@ def test_tiny_run_writes_logs_config_and_checkpoints(tmp_path):
         assert rows[0][key] != ""
     config = json.load(open(os.path.join(path, "config.json")))
     assert config["T"] == 50 and config["gamma"] == pytest.approx(0.98) and config["her_future_p"] == pytest.approx(0.8)
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # --cuda (the default) takes a GPU where there is one
+    assert config["device"] == device and f"updates on {device} (" in proc.stdout
     assert os.path.exists(os.path.join(path, "checkpoint.pt")) and os.path.exists(os.path.join(path, "model.pt"))
     assert "epoch 1/1 | steps 100 | episodes 2 | test success" in proc.stdout
     assert "done: 1 epoch, 100 env steps" in proc.stdout
