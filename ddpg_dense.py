@@ -377,6 +377,10 @@ if __name__ == "__main__":
         log(f"run {run_dir}: {args.env_id}, {args.n_envs} envs x {args.n_cycles} cycles = {args.n_envs * args.n_cycles}"
             f" episodes and {args.n_cycles * args.n_batches} updates of batch {args.batch_size} per epoch; T={T}, "
             f"gamma={gamma:.4f}, her_future_p={her_future_p}; {threads}")
+    n_cpus = len(os.sched_getaffinity(0))
+    if update_threads > 1 and os.getloadavg()[0] > n_cpus - 0.5:  # README: 9 env steps/s instead of 690 on 2 cores
+        log(f"warning: the machine is busy (load {os.getloadavg()[0]:.1f} on {n_cpus} CPUs), and updates on "
+            f"{update_threads} threads stall behind other jobs; --torch-threads 1 (and --env-threads 1) is safer")
 
     start_time, completed = time.time(), start_epoch  # completed: epochs whose checkpoint is on disk
     writing = []  # non-empty while an epoch's files are written: a Ctrl-C or kill then waits until they are

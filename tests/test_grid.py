@@ -170,3 +170,20 @@ def test_hparam_search_smoke_on_tune(tmp_path):
     assert rc == 0 and "continuing the search" in output, output
     assert read(f"{out}/hparam_search.md").splitlines() == table
     assert len(glob.glob(f"{out}/trials/*/runs/*")) == 4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("figure, n_envs", [("figure3", 4), ("figure4", 4), ("appendix_c", 13)])
+def test_figure_script_smoke_draws_its_figure_and_table(tmp_path, figure, n_envs):
+    """`bash scripts/FIGURE.sh --smoke`, as the README gives it (with its output in a temporary directory): every
+    environment x configuration of the figure, seed 1, one tiny epoch, on a local Ray instance; then the figure and
+    the table. (appendix_c's 52 runs take about 4 minutes on 2 cores.)"""
+    out = str(tmp_path / figure)
+    rc, output = finish(start("--smoke", "--cpus-per-run", "1", "--out", out, script=f"{figure}.sh"), timeout=1200)
+    n = n_envs * 4
+    assert rc == 0 and f"{n}/{n} runs done (0 were done before), 0 failed" in output, output[-3000:]
+    for ext in ("png", "pdf"):
+        assert os.path.getsize(f"{out}/{figure}_smoke.{ext}") > 5_000
+    table = read(f"{out}/{figure}_smoke.md").splitlines()[2:]
+    assert len(table) == n and all(row.split(" | ")[3:5] == ["1", "1"] for row in table), table  # 1 seed, 1 epoch
+    assert {row.split(" | ")[0].lstrip("| ") for row in table} == set(grid.FIGURES[figure])
