@@ -17,10 +17,11 @@ parts=${*:-"her_all configs seeds"}
 for part in $parts; do
   case $part in
     # 1. DDPG+HER sparse on all 13 environments, seed 1: the shape of each curve (Figure 3, Figure 4, Appendix C).
-    her_all) grid her_all --figure appendix_c --extra "" --configs ddpg_her --seeds 1 --epochs 2 \
+    # (The hand-manipulation budgets are this first session's: raise them to extend those runs.)
+    her_all) grid her_all --figure appendix_c --extra "" --configs ddpg_her --seeds 1 --epochs 1 \
       FetchReach-v0=5 FetchPush-v0=15 FetchPickAndPlace-v0=25 FetchSlide-v0=25 HandReach-v0=10 \
-      HandManipulateBlockRotateZ-v0=4 HandManipulateBlockRotateXYZ-v0=4 HandManipulateEggFull-v0=4 \
-      HandManipulatePenRotate-v0=4 ;;
+      HandManipulateBlockRotateZ-v0=2 HandManipulateBlockRotateXYZ-v0=2 HandManipulateEggFull-v0=2 \
+      HandManipulatePenRotate-v0=2 ;;
     # 2. The four configurations on FetchPush, FetchPickAndPlace and HandReach (the paper's orderings), seeds 1-2.
     configs) grid configs --envs FetchPush-v0 FetchPickAndPlace-v0 HandReach-v0 --seeds 1 2 \
       --epochs 15 FetchPickAndPlace-v0=25 HandReach-v0=10 ;;

@@ -185,5 +185,5 @@ def test_figure_script_smoke_draws_its_figure_and_table(tmp_path, figure, n_envs
     for ext in ("png", "pdf"):
         assert os.path.getsize(f"{out}/{figure}_smoke.{ext}") > 5_000
     table = read(f"{out}/{figure}_smoke.md").splitlines()[2:]
-    assert len(table) == n and all(row.split(" | ")[3:5] == ["1", "1"] for row in table), table  # 1 seed, 1 epoch
+    assert len(table) == n and all(row.split(" | ")[2:4] == ["1", "1"] for row in table), table  # 1 seed, 1 epoch
     assert {row.split(" | ")[0].lstrip("| ") for row in table} == set(grid.FIGURES[figure])
