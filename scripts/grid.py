@@ -97,8 +97,11 @@ def train(run, spec):
     if any(is_done(d, run["epochs"]) for d in dirs):
         return dict(rc=0, tail="", skipped=True)
     for d in dirs:
-        if not os.path.exists(os.path.join(d, "checkpoint.pt")):  # killed before its first epoch: start afresh
-            shutil.rmtree(d)
+        if not os.path.exists(os.path.join(d, "checkpoint.pt")):
+            if epochs_done(d):  # logs kept without their checkpoint (e.g. a clone of results/): never delete them
+                return dict(rc=1, skipped=False, tail=f"{d} has {epochs_done(d)} completed epochs but no checkpoint.pt "
+                            "to resume from (its logs were kept without it?); move it out of the grid to run it again")
+            shutil.rmtree(d)  # killed before its first epoch: start afresh
     dirs = [d for d in dirs if os.path.exists(d)]
     wandb = []
     if spec["track"]:  # one W&B group per (figure, env, configuration): its seeds; tags to filter a report by

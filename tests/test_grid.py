@@ -90,6 +90,11 @@ def test_figure_grid_end_to_end_killed_and_resumed(tmp_path):
         assert rows(run) == [str(epoch) for epoch in range(1, 23)]
         assert f"resumed runs/{os.path.basename(run)} after epoch 20 " in read(f"{run}/log.txt")
     assert json.load(open(f"{out}/grid.json"))["epochs"] == {"FetchReach-v0": 22}
+    # Logs kept without their checkpoint (a clone of results/) are never deleted: the run fails, saying why.
+    os.remove(f"{first}/checkpoint.pt")
+    result = grid.train(dict(env="FetchReach-v0", config="ddpg_her", seed=1, epochs=23), dict(out=out))
+    assert result["rc"] == 1 and "has 22 completed epochs but no checkpoint.pt" in result["tail"]
+    assert rows(first) == [str(epoch) for epoch in range(1, 23)]
 
 
 def test_failing_run_is_retried_recorded_and_the_grid_goes_on(tmp_path):
