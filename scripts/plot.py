@@ -27,7 +27,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.ticker import EngFormatter, MaxNLocator  # noqa: E402
 
 X_LABELS = {"epoch": "epoch", "env_steps": "environment steps", "episodes": "episodes", "elapsed_s": "minutes",
             "minutes": "minutes"}
@@ -155,7 +155,9 @@ def main():
         ax.grid(alpha=0.3)
         ax.set_xlim(left=0)
         if args.x in ("epoch", "episodes", "env_steps"):
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
+        if args.x in ("episodes", "env_steps"):
+            ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 400k, 1.2M: readable under a narrow panel
     for ax in axes.flat[len(tasks):]:
         ax.set_visible(False)
     for ax in axes[:, 0]:
