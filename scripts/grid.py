@@ -213,7 +213,8 @@ def check(parser, args):
             parser.error(f"--extra {shlex.join(extra)!r} is refused by {config}.py{why}")
     name = (args.figure or "grid") + ("_smoke" if args.smoke else "")
     out = os.path.abspath(args.out or os.path.join("grids", name))
-    runs = [dict(env=e, config=c, seed=s, epochs=epochs[e]) for e in names for c in args.configs for s in seeds]
+    # seed-major: Ray starts runs in this order, so a grid cut short has every (env, config) once before any twice
+    runs = [dict(env=e, config=c, seed=s, epochs=epochs[e]) for s in seeds for e in names for c in args.configs]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     spec = dict(figure=args.figure or "grid", name=name, envs=names, configs=args.configs, seeds=seeds, epochs=epochs,
                 extra=extra, out=out, torch_threads=max(1, int(args.cpus_per_run)), track=args.track,
