@@ -10,7 +10,7 @@ import math
 import mujoco
 import numpy as np
 
-from envs.goal_env import GoalEnv, goal_distance
+from envs.goal_env import GoalEnv, array_namespace, goal_distance
 
 DISTANCE_THRESHOLD = 0.05  # paper 1.1: success within 5 cm
 MAX_DISPLACEMENT = 0.05  # fetch_env.py `_set_action`: one unit of action moves the mocap target 5 cm
@@ -77,9 +77,13 @@ class FetchEnv(GoalEnv):
 
     # ---- the goal-env API ------------------------------------------------------------------------------------
     def compute_reward(self, achieved_goal, desired_goal, info):
-        d = goal_distance(achieved_goal, desired_goal)
+        """Sparse: float32 -1 beyond the threshold, else 0 (-0.0); dense: minus the distance, in the goals' dtype.
+
+        numpy arrays give numpy, torch tensors a tensor on their device (capturable in a CUDA graph)."""
+        xp = array_namespace(achieved_goal, desired_goal)
+        d = goal_distance(achieved_goal, desired_goal, xp)
         if self.reward_type == "sparse":
-            return -np.float32(d > self.distance_threshold)  # float32 0/-1, as the canonical code returns
+            return -xp.astype(d > self.distance_threshold, xp.float32)  # float32 0/-1, as the canonical code returns
         return -d
 
     def _is_success(self, achieved_goal, desired_goal):

@@ -4,12 +4,15 @@ A task subclass adds only what differs between tasks: how an action reaches the 
 how an episode is randomised, how a goal is sampled, and when a goal counts as achieved.
 The paper's API (its section 1.3 and Appendix A): observations are a Dict of `observation`, `achieved_goal`
 and `desired_goal`; `compute_reward(achieved_goal, desired_goal, info)` recomputes the reward for substituted
-goals, over any leading batch dimensions, so that HER can relabel a whole batch in one call.
+goals, over any leading batch dimensions, so that HER can relabel a whole batch in one call. It takes numpy
+arrays and torch tensors alike (a learner that relabels on its GPU): each reward formula is written once, against
+the array namespace of its inputs (`array_namespace` below).
 """
 
 import importlib.util
 import math
 import os
+import types
 import warnings
 
 import gymnasium as gym
@@ -42,15 +45,65 @@ def model_path(relative_path: str) -> str:
     return path
 
 
-def goal_distance(goal_a, goal_b):
-    """Euclidean distance over the last axis, for single goals and batches alike."""
-    goal_a, goal_b = np.asarray(goal_a), np.asarray(goal_b)
+# numpy's own functions under the array-API names that the reward formulas use. numpy goals are computed with these,
+# so that numpy rewards stay what they were before the formulas took torch tensors too, bit for bit and type for
+# type (a numpy scalar for one goal pair); and nothing wraps them on the per-step path: array_api_compat's numpy
+# namespace wraps each call, and `np.sum` costs twice the ufunc reduction that it calls.
+NUMPY = types.SimpleNamespace(
+    float32=np.float32,
+    float64=np.float64,
+    asarray=np.asarray,
+    # np.float32(x) is x.astype(np.float32) for numpy scalars and arrays of one or more dimensions (what comparisons
+    # give), at half the cost on the numpy scalar of every step.
+    astype=lambda x, dtype: dtype(x),
+    broadcast_arrays=np.broadcast_arrays,
+    zeros_like=np.zeros_like,
+    stack=np.stack,
+    reshape=np.reshape,
+    where=np.where,
+    clip=np.clip,
+    abs=np.abs,
+    sqrt=np.sqrt,
+    sum=np.add.reduce,
+    cos=np.cos,
+    sin=np.sin,
+    acos=np.arccos,
+    atan2=np.arctan2,
+)
+_NUMPY_INPUTS = (np.ndarray, np.generic, list, tuple, float, int)
+
+
+def array_namespace(*arrays):
+    """The namespace to compute on `arrays` with: `NUMPY` for numpy arrays, lists and scalars, otherwise
+    array_api_compat's namespace of their type (`array_api_compat.torch` for torch tensors, on any device).
+
+    This module never imports torch: array_api_compat recognises a tensor by its type, once the caller has torch.
+    Nor does numpy need array_api_compat: it is imported on the first other input (the reference venv of
+    scripts/parity.py, say, runs these environments without it).
+    """
+    for x in arrays:
+        if type(x) is not np.ndarray and not isinstance(x, _NUMPY_INPUTS):
+            from array_api_compat import array_namespace as compat_namespace
+
+            return compat_namespace(*arrays)
+    return NUMPY
+
+
+def goal_distance(goal_a, goal_b, xp=None):
+    """Euclidean distance over the last axis, for single goals and batches alike.
+
+    numpy arrays (or lists) give numpy; torch tensors a tensor on their device. The arithmetic is in the goals'
+    float dtype (float32 goals give float32 distances). `xp`: the goals' `array_namespace`, if the caller has it.
+    """
+    if xp is None:  # (numpy arrays tested inline: this runs in every env step)
+        xp = NUMPY if type(goal_a) is np.ndarray is type(goal_b) else array_namespace(goal_a, goal_b)
+    goal_a, goal_b = xp.asarray(goal_a), xp.asarray(goal_b)
     if goal_a.shape != goal_b.shape:
-        raise ValueError(f"goals of different shapes: {goal_a.shape} and {goal_b.shape}")
+        raise ValueError(f"goals of different shapes: {tuple(goal_a.shape)} and {tuple(goal_b.shape)}")
     # What np.linalg.norm(..., axis=-1) computes, without its Python overhead (this runs twice in every env step);
     # one formula for one goal and for batches, so that batched rewards equal step rewards to the last bit.
     diff = goal_a - goal_b
-    return np.sqrt(np.add.reduce(diff * diff, axis=-1))
+    return xp.sqrt(xp.sum(diff * diff, axis=-1))
 
 
 class GoalEnv(gym.Env):
@@ -98,7 +151,10 @@ class GoalEnv(gym.Env):
 
     # ---- the goal-env API ------------------------------------------------------------------------------------
     def compute_reward(self, achieved_goal, desired_goal, info):
-        """The step reward, recomputed for any goals; batches over leading dims. `info` is not needed here."""
+        """The step reward, recomputed for any goals; batches over leading dims. `info` is not needed here.
+
+        Goals may be numpy arrays or torch tensors (CPU or CUDA): a tensor gives a tensor on its device, computed
+        without a host-device synchronisation (it can be captured in a CUDA graph)."""
         raise NotImplementedError
 
     def compute_terminated(self, achieved_goal, desired_goal, info):

@@ -7,10 +7,11 @@ manipulate_egg,manipulate_pen}.py` and `gymnasium_robotics/utils/rotations.py` (
 docs/environments.md.
 
 Rotations are unit quaternions (w, x, y, z) and Euler angles are MuJoCo's intrinsic 'xyz' sequence, the
-convention of the canonical `rotations.py`. The arithmetic is the small vectorised numpy routines below (HER
-relabels hundreds of goals in one call), with a scalar twin for the one goal pair of each step; both are tested
-against MuJoCo's own quaternion functions. They keep the canonical formulas, so that they round exactly as the
-canonical code does: after the contact-rich settling at reset, a one-bit difference grows to 1e-6.
+convention of the canonical `rotations.py`. The arithmetic is the small vectorised routines below (HER
+relabels hundreds of goals in one call), written once against the array namespace of their inputs (numpy arrays
+or torch tensors), with a scalar twin for the one goal pair of each step; both are tested against MuJoCo's own
+quaternion functions. They keep the canonical formulas, so that they round exactly as the canonical code does:
+after the contact-rich settling at reset, a one-bit difference grows to 1e-6.
 """
 
 import functools
@@ -20,7 +21,7 @@ import math
 import mujoco
 import numpy as np
 
-from envs.goal_env import _UNSTABLE, GoalEnv, goal_distance
+from envs.goal_env import _UNSTABLE, NUMPY, GoalEnv, array_namespace, goal_distance
 
 # ---- shared by every hand task ---------------------------------------------------------------------------------------
 N_ACTIONS = 20  # paper 1.2: absolute position targets for the 20 non-coupled joints (hand_env.py: n_actions=20)
@@ -80,84 +81,99 @@ IGNORED_POSITION_SHOW_OFFSET = 0.15  # manipulate.py `_render_callback`: target 
 TARGET_POSITIONS = ("ignore", "fixed", "random")  # manipulate.py
 TARGET_ROTATIONS = ("ignore", "fixed", "xyz", "z", "parallel")  # manipulate.py
 
-_EPS = np.finfo(np.float64).eps
+_EPS = float(np.finfo(np.float64).eps)
 _EPS4 = _EPS * 4.0
 _Z_AXIS = np.array([0.0, 0.0, 1.0])
-_CONJUGATE = np.array([1.0, -1.0, -1.0, -1.0])
 
 
 # ---- rotations -------------------------------------------------------------------------------------------------------
 # Vectorised over leading dimensions, in the conventions (and with the formulas) of the canonical `rotations.py`:
 # MuJoCo has no matrix-to-Euler conversion and its quaternion functions take one quaternion at a time.
-def euler2quat(euler: np.ndarray) -> np.ndarray:
+# Each takes numpy arrays (or lists) or torch tensors and computes in float64 with the namespace of its inputs
+# (envs.goal_env.array_namespace): numpy gives numpy, a tensor a float64 tensor on its device, with no host-device
+# synchronisation (no data-dependent branch or shape), so that a CUDA graph can capture it.
+def euler2quat(euler):
     """Quaternions of intrinsic 'xyz' Euler angles; equals `mujoco.mju_euler2Quat(q, euler, "xyz")`."""
-    euler = np.asarray(euler, dtype=np.float64)
+    xp = array_namespace(euler)
+    euler = xp.asarray(euler, dtype=xp.float64)
     ai, aj, ak = euler[..., 2] / 2, -euler[..., 1] / 2, euler[..., 0] / 2
-    si, sj, sk = np.sin(ai), np.sin(aj), np.sin(ak)
-    ci, cj, ck = np.cos(ai), np.cos(aj), np.cos(ak)
+    si, sj, sk = xp.sin(ai), xp.sin(aj), xp.sin(ak)
+    ci, cj, ck = xp.cos(ai), xp.cos(aj), xp.cos(ak)
     cc, cs, sc, ss = ci * ck, ci * sk, si * ck, si * sk
-    quat = np.empty(euler.shape[:-1] + (4,))
-    quat[..., 0] = cj * cc + sj * ss
-    quat[..., 1] = cj * cs - sj * sc
-    quat[..., 2] = -(cj * ss + sj * cc)
-    quat[..., 3] = cj * sc - sj * cs
-    return quat
+    return xp.stack([cj * cc + sj * ss, cj * cs - sj * sc, -(cj * ss + sj * cc), cj * sc - sj * cs], axis=-1)
 
 
-def euler2mat(euler: np.ndarray) -> np.ndarray:
+def _matrix(xp, rows):
+    """3x3 matrices over leading dimensions, from their nine entries row by row (one copy: a stack, then a view)."""
+    entries = xp.stack([entry for row in rows for entry in row], axis=-1)
+    return xp.reshape(entries, tuple(entries.shape[:-1]) + (3, 3))
+
+
+def euler2mat(euler):
     """Rotation matrices of intrinsic 'xyz' Euler angles (used only to enumerate the parallel rotations)."""
-    euler = np.asarray(euler, dtype=np.float64)
+    xp = array_namespace(euler)
+    euler = xp.asarray(euler, dtype=xp.float64)
     ai, aj, ak = -euler[..., 2], -euler[..., 1], -euler[..., 0]
-    si, sj, sk = np.sin(ai), np.sin(aj), np.sin(ak)
-    ci, cj, ck = np.cos(ai), np.cos(aj), np.cos(ak)
+    si, sj, sk = xp.sin(ai), xp.sin(aj), xp.sin(ak)
+    ci, cj, ck = xp.cos(ai), xp.cos(aj), xp.cos(ak)
     cc, cs, sc, ss = ci * ck, ci * sk, si * ck, si * sk
-    mat = np.empty(euler.shape[:-1] + (3, 3))
-    mat[..., 2, 2], mat[..., 2, 1], mat[..., 2, 0] = cj * ck, sj * sc - cs, sj * cc + ss
-    mat[..., 1, 2], mat[..., 1, 1], mat[..., 1, 0] = cj * sk, sj * ss + cc, sj * cs - sc
-    mat[..., 0, 2], mat[..., 0, 1], mat[..., 0, 0] = -sj, cj * si, cj * ci
-    return mat
+    return _matrix(
+        xp,
+        [
+            [cj * ci, cj * si, -sj],
+            [sj * cs - sc, sj * ss + cc, cj * sk],
+            [sj * cc + ss, sj * sc - cs, cj * ck],
+        ],
+    )
 
 
-def quat2mat(quat: np.ndarray) -> np.ndarray:
+def quat2mat(quat):
     """Rotation matrices of (not necessarily unit) quaternions; equals `mujoco.mju_quat2Mat` on unit ones."""
-    quat = np.asarray(quat, dtype=np.float64)
+    xp = array_namespace(quat)
+    quat = xp.asarray(quat, dtype=xp.float64)
     w, x, y, z = quat[..., 0], quat[..., 1], quat[..., 2], quat[..., 3]
-    norm2 = np.sum(quat * quat, axis=-1)
-    # A zero quaternion (an unfilled buffer row, say) maps to the identity, as in the canonical code.
-    s = np.divide(2.0, norm2, out=np.zeros_like(norm2), where=norm2 > _EPS)
+    norm2 = xp.sum(quat * quat, axis=-1)
+    # A zero quaternion (an unfilled buffer row, say) maps to the identity, as in the canonical code. (The inner
+    # `where` keeps the division away from zero: no warning, no inf.)
+    nonzero = norm2 > _EPS
+    s = xp.where(nonzero, 2.0 / xp.where(nonzero, norm2, 1.0), 0.0)
     X, Y, Z = x * s, y * s, z * s
     wX, wY, wZ, xX, xY, xZ, yY, yZ, zZ = w * X, w * Y, w * Z, x * X, x * Y, x * Z, y * Y, y * Z, z * Z
-    mat = np.empty(quat.shape[:-1] + (3, 3))
-    mat[..., 0, 0], mat[..., 0, 1], mat[..., 0, 2] = 1.0 - (yY + zZ), xY - wZ, xZ + wY
-    mat[..., 1, 0], mat[..., 1, 1], mat[..., 1, 2] = xY + wZ, 1.0 - (xX + zZ), yZ - wX
-    mat[..., 2, 0], mat[..., 2, 1], mat[..., 2, 2] = xZ - wY, yZ + wX, 1.0 - (xX + yY)
-    return mat
-
-
-def mat2euler(mat: np.ndarray) -> np.ndarray:
-    """Intrinsic 'xyz' Euler angles of rotation matrices (x and z in [-pi, pi], y in [-pi/2, pi/2])."""
-    mat = np.asarray(mat, dtype=np.float64)
-    cy = np.sqrt(mat[..., 2, 2] * mat[..., 2, 2] + mat[..., 1, 2] * mat[..., 1, 2])
-    regular = cy > _EPS4  # otherwise gimbal lock: x is set to 0 and z takes the whole rotation
-    euler = np.empty(mat.shape[:-1])
-    euler[..., 2] = np.where(
-        regular, -np.arctan2(mat[..., 0, 1], mat[..., 0, 0]), -np.arctan2(-mat[..., 1, 0], mat[..., 1, 1])
+    return _matrix(
+        xp,
+        [
+            [1.0 - (yY + zZ), xY - wZ, xZ + wY],
+            [xY + wZ, 1.0 - (xX + zZ), yZ - wX],
+            [xZ - wY, yZ + wX, 1.0 - (xX + yY)],
+        ],
     )
-    euler[..., 1] = -np.arctan2(-mat[..., 0, 2], cy)
-    euler[..., 0] = np.where(regular, -np.arctan2(mat[..., 1, 2], mat[..., 2, 2]), 0.0)
-    return euler
 
 
-def quat2euler(quat: np.ndarray) -> np.ndarray:
+def mat2euler(mat):
+    """Intrinsic 'xyz' Euler angles of rotation matrices (x and z in [-pi, pi], y in [-pi/2, pi/2])."""
+    xp = array_namespace(mat)
+    mat = xp.asarray(mat, dtype=xp.float64)
+    cy = xp.sqrt(mat[..., 2, 2] * mat[..., 2, 2] + mat[..., 1, 2] * mat[..., 1, 2])
+    regular = cy > _EPS4  # otherwise gimbal lock: x is set to 0 and z takes the whole rotation
+    euler_z = xp.where(
+        regular, -xp.atan2(mat[..., 0, 1], mat[..., 0, 0]), -xp.atan2(-mat[..., 1, 0], mat[..., 1, 1])
+    )
+    euler_y = -xp.atan2(-mat[..., 0, 2], cy)
+    euler_x = xp.where(regular, -xp.atan2(mat[..., 1, 2], mat[..., 2, 2]), 0.0)
+    return xp.stack([euler_x, euler_y, euler_z], axis=-1)
+
+
+def quat2euler(quat):
     return mat2euler(quat2mat(quat))
 
 
-def quat_mul(quat_a: np.ndarray, quat_b: np.ndarray) -> np.ndarray:
+def quat_mul(quat_a, quat_b):
     """Quaternion products quat_a * quat_b; equals `mujoco.mju_mulQuat` (to the last bit or so)."""
-    quat_a, quat_b = np.asarray(quat_a, dtype=np.float64), np.asarray(quat_b, dtype=np.float64)
+    xp = array_namespace(quat_a, quat_b)
+    quat_a, quat_b = xp.asarray(quat_a, dtype=xp.float64), xp.asarray(quat_b, dtype=xp.float64)
     w0, x0, y0, z0 = quat_a[..., 0], quat_a[..., 1], quat_a[..., 2], quat_a[..., 3]
     w1, x1, y1, z1 = quat_b[..., 0], quat_b[..., 1], quat_b[..., 2], quat_b[..., 3]
-    return np.stack(
+    return xp.stack(
         [
             w0 * w1 - x0 * x1 - y0 * y1 - z0 * z1,
             w0 * x1 + x0 * w1 + y0 * z1 - z0 * y1,
@@ -175,9 +191,7 @@ def quat_from_angle_and_axis(angle: float, axis: np.ndarray) -> np.ndarray:
     return quat / np.linalg.norm(quat)
 
 
-def rotation_distance(
-    quat_a: np.ndarray, quat_b: np.ndarray, ignore_z_rotation: bool = False, canonical: bool = False
-) -> np.ndarray:
+def rotation_distance(quat_a, quat_b, ignore_z_rotation: bool = False, canonical: bool = False):
     """Angle in radians of the rotation between orientations a and b, over leading dimensions.
 
     `ignore_z_rotation` (the pen) first gives orientation a the z Euler angle of b, so that rotation about the
@@ -188,22 +202,26 @@ def rotation_distance(
     and atan2 stays exact near 0 where arccos near 1 loses eight digits. `canonical=True` is the canonical
     `2 arccos(w)` without |w|, after the canonical Euler round trip for the pen: it counts an orientation as up to
     2 pi away from itself when the two quaternions' signs differ (docs/environments.md).
+
+    numpy arrays (or lists) give numpy, torch tensors a float64 tensor on their device (see "rotations" above).
     """
-    quat_a, quat_b = np.asarray(quat_a, dtype=np.float64), np.asarray(quat_b, dtype=np.float64)
+    xp = array_namespace(quat_a, quat_b)
+    quat_a, quat_b = xp.asarray(quat_a, dtype=xp.float64), xp.asarray(quat_b, dtype=xp.float64)
+    conj_b = xp.stack([quat_b[..., 0], -quat_b[..., 1], -quat_b[..., 2], -quat_b[..., 3]], axis=-1)
     if canonical:
         if ignore_z_rotation:
-            euler_a = quat2euler(quat_a)
-            euler_a[..., 2] = quat2euler(quat_b)[..., 2]
-            quat_a = euler2quat(euler_a)
-        diff = quat_mul(quat_a, quat_b * _CONJUGATE)
-        return 2.0 * np.arccos(np.clip(diff[..., 0], -1.0, 1.0))
+            euler_a, euler_b = xp.broadcast_arrays(quat2euler(quat_a), quat2euler(quat_b))
+            quat_a = euler2quat(xp.stack([euler_a[..., 0], euler_a[..., 1], euler_b[..., 2]], axis=-1))
+        diff = quat_mul(quat_a, conj_b)
+        return 2.0 * xp.acos(xp.clip(diff[..., 0], -1.0, 1.0))
     if ignore_z_rotation:
         # (The canonical code writes `euler_a[2] = euler_b[2]`, which on a batch overwrites row 2 of the batch.)
         half = (quat2euler(quat_b)[..., 2] - quat2euler(quat_a)[..., 2]) / 2.0
-        zeros = np.zeros_like(half)
-        quat_a = quat_mul(quat_a, np.stack([np.cos(half), zeros, zeros, np.sin(half)], axis=-1))
-    diff = quat_mul(quat_a, quat_b * _CONJUGATE)
-    return 2.0 * np.arctan2(np.linalg.norm(diff[..., 1:], axis=-1), np.abs(diff[..., 0]))
+        zeros = xp.zeros_like(half)
+        quat_a = quat_mul(quat_a, xp.stack([xp.cos(half), zeros, zeros, xp.sin(half)], axis=-1))
+    diff = quat_mul(quat_a, conj_b)
+    v = diff[..., 1:]  # |v|: what np.linalg.norm(v, axis=-1) computes, to the last bit
+    return 2.0 * xp.atan2(xp.sqrt(xp.sum(v * v, axis=-1)), xp.abs(diff[..., 0]))
 
 
 @functools.cache
@@ -306,13 +324,19 @@ class HandReachEnv(HandEnv):
 
     # ---- the goal-env API ------------------------------------------------------------------------------------
     def compute_reward(self, achieved_goal, desired_goal, info):
-        d = goal_distance(achieved_goal, desired_goal)
+        """Sparse: float32 -1 beyond the threshold, else 0 (-0.0); dense: minus the distance, in the goals' dtype.
+
+        numpy arrays give numpy, torch tensors a tensor on their device (capturable in a CUDA graph)."""
+        xp = array_namespace(achieved_goal, desired_goal)
+        d = goal_distance(achieved_goal, desired_goal, xp)
         if self.reward_type == "sparse":
-            return -(d > self.distance_threshold).astype(np.float32)
+            return -xp.astype(d > self.distance_threshold, xp.float32)
         return -d
 
     def _is_success(self, achieved_goal, desired_goal):
-        return (goal_distance(achieved_goal, desired_goal) < self.distance_threshold).astype(np.float32)
+        xp = array_namespace(achieved_goal, desired_goal)
+        d = goal_distance(achieved_goal, desired_goal, xp)
+        return xp.astype(d < self.distance_threshold, xp.float32)
 
     # ---- set-up, once ----------------------------------------------------------------------------------------
     def _setup(self):
@@ -407,22 +431,27 @@ class HandManipulateEnv(HandEnv):
 
     # ---- the goal-env API ------------------------------------------------------------------------------------
     def _goal_distance(self, goal_a, goal_b):
-        """Position distance (m) and rotation distance (rad) between 7-d goals, over leading dimensions."""
-        goal_a, goal_b = np.asarray(goal_a, dtype=np.float64), np.asarray(goal_b, dtype=np.float64)
+        """Position distance (m) and rotation distance (rad) between 7-d goals, over leading dimensions (the two
+        broadcast); float64 numpy, or float64 tensors on the goals' device."""
+        xp = array_namespace(goal_a, goal_b)
+        goal_a, goal_b = xp.asarray(goal_a, dtype=xp.float64), xp.asarray(goal_b, dtype=xp.float64)
         if goal_a.shape[-1] != 7 or goal_b.shape[-1] != 7:
-            raise ValueError(f"goals are 7-d (position, quaternion); got shapes {goal_a.shape} and {goal_b.shape}")
-        if goal_a.ndim == 1 and goal_b.ndim == 1 and not self.canonical_rotation_distance:
+            raise ValueError(
+                f"goals are 7-d (position, quaternion); got shapes {tuple(goal_a.shape)} and {tuple(goal_b.shape)}"
+            )
+        if xp is NUMPY and goal_a.ndim == 1 and goal_b.ndim == 1 and not self.canonical_rotation_distance:
             return self._goal_distance_one(goal_a, goal_b)
         if self.target_position == "ignore":
-            d_pos = np.zeros(np.broadcast_shapes(goal_a.shape, goal_b.shape)[:-1])
+            d_pos = xp.zeros_like(xp.broadcast_arrays(goal_a[..., 0], goal_b[..., 0])[0])
         else:
-            d_pos = np.linalg.norm(goal_a[..., :3] - goal_b[..., :3], axis=-1)
+            diff = goal_a[..., :3] - goal_b[..., :3]
+            d_pos = xp.sqrt(xp.sum(diff * diff, axis=-1))  # what np.linalg.norm(diff, axis=-1) computes
         if self.target_rotation == "ignore":
-            return d_pos, np.zeros_like(d_pos)
+            return d_pos, xp.zeros_like(d_pos)
         d_rot = rotation_distance(
             goal_a[..., 3:], goal_b[..., 3:], self.ignore_z_target_rotation, self.canonical_rotation_distance
         )
-        return d_pos, d_rot + np.zeros_like(d_pos)
+        return d_pos, d_rot + xp.zeros_like(d_pos)
 
     def _goal_distance_one(self, goal_a, goal_b):
         # One goal pair (twice every step), in scalar math: the batch path's formulas, without numpy's overhead.
@@ -437,15 +466,21 @@ class HandManipulateEnv(HandEnv):
         return np.float64(d_pos), np.float64(d_rot)
 
     def compute_reward(self, achieved_goal, desired_goal, info):
+        """Sparse: float32 0 within both thresholds, else -1; dense: -(10 d_pos + d_rot), float64.
+
+        The distances are float64 whatever the goals' dtype. numpy arrays give numpy; torch tensors a tensor on
+        their device (CPU or CUDA), capturable in a CUDA graph."""
         if self.reward_type == "sparse":
-            return self._is_success(achieved_goal, desired_goal) - np.float32(1.0)
+            # float32 - Python float stays float32 (torch; numpy >= 2, NEP 50): 0 within the thresholds, else -1.
+            return self._is_success(achieved_goal, desired_goal) - 1.0
         d_pos, d_rot = self._goal_distance(achieved_goal, desired_goal)
         # Position is weighted so that it is not swamped by the rotation (metres against radians).
         return -(DENSE_POSITION_WEIGHT * d_pos + d_rot)
 
     def _is_success(self, achieved_goal, desired_goal):
         d_pos, d_rot = self._goal_distance(achieved_goal, desired_goal)
-        return ((d_pos < self.distance_threshold) & (d_rot < self.rotation_threshold)).astype(np.float32)
+        xp = array_namespace(d_pos)
+        return xp.astype((d_pos < self.distance_threshold) & (d_rot < self.rotation_threshold), xp.float32)
 
     # ---- set-up, once ----------------------------------------------------------------------------------------
     def _setup(self):
