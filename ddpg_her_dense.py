@@ -25,7 +25,7 @@ import torch.nn.functional as F
 import tyro
 
 import envs  # registers FetchReach-v0, FetchPush-v0, ... and their ...Dense-v0 twins
-from evaluate import atomic_save, load_resume, plural, test_episode, write_csv  # shared, not algorithm
+from evaluate import atomic_save, cuda_graph, load_resume, plural, test_episode, write_csv  # shared, not algorithm
 
 DENSE = True  # this file's configuration: dense rewards, -distance to the goal (the ...Dense-v0 ids)
 USE_HER = True  # this file's configuration: hindsight relabelling on
@@ -89,7 +89,9 @@ class Args:
     torch_threads: int = 0
     """threads for updates (rollouts use one); 0 = PyTorch's default, one per physical core; 1 if jobs share cores"""
     cuda: bool = True
-    """networks and updates on the GPU when there is one (the CPU otherwise; the first log line says which)"""
+    """networks, replay buffer and updates on the GPU when there is one (the CPU otherwise; the first log line says)"""
+    cudagraphs: bool = True
+    """on a GPU, replay each update (sampling, relabelling, rewards, gradient step) as one captured CUDA graph"""
     bf16_matmul: bool = True
     """hidden layers' matmuls in bfloat16 where the CPU has AVX512-BF16 or AMX (faster updates; curves: README)"""
     track: bool = False
@@ -125,7 +127,7 @@ def mlp(in_dim, out_dim, hidden, n_layers):
 
 def mlp_forward(net, x, bf16):  # bf16: the hidden layers' matmuls in bfloat16 (autocast; weights, Adam: fp32)
     *hidden, output = net
-    with torch.autocast(x.device.type, torch.bfloat16, enabled=bf16):
+    with torch.autocast(x.device.type, torch.bfloat16, enabled=bf16, cache_enabled=False):  # (CUDA graphs: no cache)
         for layer in hidden:
             x = layer(x)
     return output(x.float())  # the output layer in fp32: Q-values and actions keep fp32 resolution (not 8 bits)
@@ -154,58 +156,60 @@ class Normalizer:
 
     def __init__(self, size, eps, clip_obs, norm_clip, device="cpu"):
         self.eps, self.clip_obs, self.norm_clip = eps, clip_obs, norm_clip
-        self.sum, self.sumsq, self.count = np.zeros(size), np.zeros(size), 0  # statistics in float64 on the host
+        self.sum, self.sumsq, self.count = (torch.zeros(s, dtype=torch.float64, device=device) for s in (size, size, ()))
         self.mean, self.std = torch.zeros(size, device=device), torch.ones(size, device=device)
 
-    def update(self, x):
-        x = np.clip(x, -self.clip_obs, self.clip_obs).astype(np.float64)
-        self.sum, self.sumsq, self.count = self.sum + x.sum(0), self.sumsq + np.square(x).sum(0), self.count + len(x)
+    def update(self, x):  # in place, statistics in float64: a captured CUDA graph reads mean and std where they are
+        x = torch.as_tensor(x, device=self.mean.device).clamp(-self.clip_obs, self.clip_obs).double()
+        self.sum += x.sum(0)
+        self.sumsq += x.square().sum(0)
+        self.count += len(x)
         mean = self.sum / self.count
-        std = np.sqrt(np.maximum(self.eps**2, self.sumsq / self.count - np.square(mean)))
-        self.mean[:], self.std[:] = torch.from_numpy(mean), torch.from_numpy(std)
+        self.mean.copy_(mean)
+        self.std.copy_((self.sumsq / self.count - mean.square()).clamp(min=self.eps**2).sqrt())
 
     def __call__(self, x):
         x = (x.clamp(-self.clip_obs, self.clip_obs) - self.mean) / self.std
         return x.clamp_(-self.norm_clip, self.norm_clip)
 
 
-def sample_transitions(ep, n, her_future_p, rng):
-    """n transitions from the episodes `ep` (o, ag: T+1 rows; g, u: T rows) with HER 'future' relabelling, in numpy
-    with no loop over samples (Baselines' her_sampler.py). Returns [[o, g'], [o', g']] as one (2, n, dim_o + dim_g)
-    array, the actions, and the next achieved goals (for the reward)."""
-    n_eps, T = ep["u"].shape[:2]
-    e, t = rng.integers(0, n_eps, n), rng.integers(0, T, n)
+def sample_transitions(ep, n_eps, n, her_future_p):
+    """n transitions from the first n_eps episodes of `ep` (tensors o, ag: T+1 rows; g, u: T rows) with HER 'future'
+    relabelling (Baselines' her_sampler.py), on ep's device, with no loop and no host sync (n_eps may be a tensor).
+    Returns [[o, g'], [o', g']] as one (2, n, dim_o + dim_g) tensor, the actions, the next achieved goals."""
+    T, rand = ep["u"].shape[1], lambda: torch.rand(n, dtype=torch.float64, device=ep["u"].device)
+    e, t = (rand() * n_eps).long(), (rand() * T).long()  # uniform episode, uniform step (float64: never n_eps or T)
     # With probability her_future_p the goal becomes an achieved goal of a later step of the same episode,
     # t' uniform in {t+1, ..., T}; ag has T+1 rows, so t' = T is the final state (Baselines' 'future' strategy).
-    future_t = t + 1 + (rng.random(n) * (T - t)).astype(np.int64)
-    relabel = rng.random(n) < her_future_p
-    dim_o = ep["o"].shape[-1]
-    x = np.empty((2, n, dim_o + ep["g"].shape[-1]), np.float32)
-    x[0, :, :dim_o], x[1, :, :dim_o] = ep["o"][e, t], ep["o"][e, t + 1]
-    x[0, :, dim_o:] = np.where(relabel[:, None], ep["ag"][e, future_t], ep["g"][e, t])
-    x[1, :, dim_o:] = x[0, :, dim_o:]
+    future_t = t + 1 + (rand() * (T - t)).long()
+    g = torch.where((rand() < her_future_p)[:, None], ep["ag"][e, future_t], ep["g"][e, t])
+    x = torch.stack([torch.cat([ep["o"][e, t], g], 1), torch.cat([ep["o"][e, t + 1], g], 1)])
     return x, ep["u"][e, t], ep["ag"][e, t + 1]
 
 
 class EpisodeReplay:
-    """Whole episodes in preallocated arrays (Baselines' replay_buffer.py)."""
+    """Whole episodes in preallocated tensors on the learner's device (Baselines' replay_buffer.py)."""
 
-    def __init__(self, size_in_transitions, T, dims, rng):
+    def __init__(self, size_in_transitions, T, dims, rng, device="cpu"):
         self.size, self.n, self.rng = size_in_transitions // T, 0, rng
         rows = dict(o=T + 1, ag=T + 1, g=T, u=T)  # o and ag keep the final observation of the episode
-        self.ep = {k: np.empty((self.size, rows[k], dims[k]), np.float32) for k in rows}
+        self.ep = {k: torch.empty((self.size, rows[k], dims[k]), device=device) for k in rows}
+        self.n_eps = torch.zeros((), dtype=torch.float64, device=device)  # self.n where a CUDA graph can read it
         self.unsaved = np.zeros(self.size, bool)  # episodes stored since the last checkpoint, which writes just those
 
-    def store(self, batch):
-        k = len(batch["u"])
-        free = np.arange(self.n, min(self.size, self.n + k))  # Baselines: fill in order, then overwrite random episodes
-        idx = np.concatenate([free, self.rng.integers(0, self.n, k - len(free))])
+    def store(self, batch, idx=None):  # batch: tensors or arrays; idx: where (a resume), else Baselines' rule
+        if idx is None:  # Baselines: fill in order, then overwrite random episodes
+            k = len(batch["u"])
+            free = np.arange(self.n, min(self.size, self.n + k))
+            idx = np.concatenate([free, self.rng.integers(0, self.n, k - len(free))])
+            self.n = min(self.size, self.n + k)
         for key, arr in self.ep.items():
-            arr[idx] = batch[key]
-        self.n, self.unsaved[idx] = min(self.size, self.n + k), True
+            arr[torch.from_numpy(idx).to(arr.device)] = torch.as_tensor(batch[key], device=arr.device)
+        self.unsaved[idx] = True
+        self.n_eps.fill_(self.n)
 
     def sample(self, n, her_future_p):
-        return sample_transitions({k: v[: self.n] for k, v in self.ep.items()}, n, her_future_p, self.rng)
+        return sample_transitions(self.ep, self.n_eps, n, her_future_p)
 
 
 def update(nets, optimizer, norm, x, u, r, gamma, clip_return, action_l2):
@@ -329,9 +333,19 @@ if __name__ == "__main__":
     main_params = list(actor.parameters()) + list(critic.parameters())
     target_params = list(actor_target.parameters()) + list(critic_target.parameters())
     optimizer = torch.optim.Adam([dict(params=actor.parameters(), lr=args.actor_lr),
-                                  dict(params=critic.parameters(), lr=args.critic_lr)], fused=True)
+                                  dict(params=critic.parameters(), lr=args.critic_lr)], fused=True,
+                                 capturable=device.type == "cuda")  # its step count on the GPU, for CUDA graphs
     norm = Normalizer(dims["x"], args.norm_eps, args.clip_obs, args.norm_clip, device)
-    replay = EpisodeReplay(args.buffer_size, T, dims, rng)
+    replay = EpisodeReplay(args.buffer_size, T, dims, rng, device)
+    stats = torch.zeros(3, device=device)  # sums of [actor loss, critic loss, Q] over an epoch: no sync per update
+
+    def train_batch():  # one update: a HER-relabelled batch, its rewards, a gradient step; all on `device`
+        x, u, ag_next = replay.sample(args.batch_size, her_future_p)
+        r = compute_reward(ag_next, x[0, :, dims["o"] :], {}).float()[:, None]  # the env's own reward, on tensors
+        stats.add_(update(nets, optimizer, norm, x, u, r, gamma, clip_return, args.action_l2))
+
+    if device.type == "cuda" and args.cudagraphs:  # LeanRL: one graph launch instead of ~150 kernel launches
+        train_batch = cuda_graph(train_batch)
     ep = {k: np.empty((args.n_envs, T + (k in ("o", "ag")), dims[k]), np.float32) for k in ("o", "ag", "g", "u")}
 
     def rollout(explore):
@@ -362,14 +376,20 @@ if __name__ == "__main__":
         for net, state in zip(nets, ckpt["nets"], strict=True):
             net.load_state_dict(state)
         optimizer.load_state_dict(ckpt["optimizer"])
-        vars(norm).update({k: v.to(device) if torch.is_tensor(v) else v for k, v in ckpt["normalizer"].items()})
+        for group in optimizer.param_groups:  # this device's setting, not the checkpoint's (a GPU run on a CPU)
+            group["capturable"] = device.type == "cuda"
+        for k, v in ckpt["normalizer"].items():  # in place (the update graph reads them); older runs saved numpy
+            if torch.is_tensor(getattr(norm, k, None)):
+                getattr(norm, k).copy_(torch.as_tensor(v))
         for e in range(1, start_epoch + 1):  # the replay buffer, as written: each epoch's new episodes, in order
             part = np.load(f"{run_dir}/replay/{e:05d}.npz")
-            for k, v in replay.ep.items():
-                v[part["idx"]] = part[k]
-        replay.n = ckpt["replay_n"]
+            replay.store(part, part["idx"])
+        replay.n, replay.unsaved[:] = ckpt["replay_n"], False
+        replay.n_eps.fill_(replay.n)
         rng.bit_generator.state = ckpt["np_rng"]
         torch.set_rng_state(ckpt["torch_rng"])
+        if device.type == "cuda" and ckpt.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(ckpt["cuda_rng"])
         elapsed_before, rows = ckpt["elapsed"], ckpt["rows"]
         write_csv(rows, f"{run_dir}/metrics.csv")  # drops rows of epochs after the checkpoint: they are redone
         log(f"resumed {run_dir} after epoch {start_epoch} ({global_step:,} env steps, {episodes:,} episodes); "
@@ -398,7 +418,8 @@ if __name__ == "__main__":
     try:
         for epoch in range(start_epoch, args.n_epochs):
             vec.reset(seed=args.seed * 100_000 + epoch * args.n_envs)  # seeded per epoch: resumes repeat runs exactly
-            epoch_start, train_success, stats = time.time(), [], torch.zeros(3, device=device)
+            epoch_start, train_success, update_s = time.time(), [], 0.0
+            stats.zero_()
             for cycle in range(args.n_cycles):
                 if sys.stdout.isatty():  # a live count within the epoch, overwritten by the epoch's line (not logged)
                     print(f"epoch {epoch + 1}/{args.n_epochs}: cycle {cycle + 1}/{args.n_cycles}", end="\r", flush=True)
@@ -406,23 +427,24 @@ if __name__ == "__main__":
                 train_success.append(success)
                 global_step += args.n_envs * T
                 episodes += args.n_envs
-                new = ep if keep.all() else {k: v[keep] for k, v in ep.items()}
+                new = {k: torch.from_numpy(v if keep.all() else v[keep]).to(device) for k, v in ep.items()}
                 replay.store(new)
                 # Baselines: the normaliser sees the new episodes as the learner will, i.e. HER-relabelled goals.
-                x, _, _ = sample_transitions(new, len(new["u"]) * T, her_future_p, rng)
-                norm.update(x[0])
+                norm.update(sample_transitions(new, len(new["u"]), len(new["u"]) * T, her_future_p)[0][0])
                 torch.set_num_threads(update_threads)
+                update_start = time.time()
                 for _ in range(args.n_batches):
-                    x, u, ag_next = replay.sample(args.batch_size, her_future_p)
-                    r = compute_reward(ag_next, x[0, :, dims["o"] :], {}).astype(np.float32)  # one batched call
-                    x, u, r = (torch.from_numpy(a).to(device, non_blocking=True) for a in (x, u, r[:, None]))
-                    stats += update(nets, optimizer, norm, x, u, r, gamma, clip_return, args.action_l2)
+                    train_batch()
+                if device.type == "cuda":
+                    torch.cuda.synchronize()  # (time the updates as updates, not as the next rollout's wait)
+                update_s += time.time() - update_start
                 torch.set_num_threads(1)
                 n_updates += args.n_batches
                 with torch.no_grad():  # Baselines: target networks move once per cycle, after its n_batches updates
                     torch._foreach_lerp_(target_params, main_params, 1.0 - args.polyak)
-            train_time = time.time() - epoch_start
+            train_time, test_start = time.time() - epoch_start, time.time()
             test_success = [rollout(explore=False)[0] for _ in range(args.n_test_rollouts)]
+            test_s = time.time() - test_start
             if args.capture_video:
                 video = test_episode(video_env, actor, norm, epoch, f"videos/{run_name}/epoch{epoch + 1:03d}")[1]
                 log(f"video of a test episode after epoch {epoch + 1}: {video}")
@@ -432,7 +454,8 @@ if __name__ == "__main__":
             metrics = dict(epoch=epoch + 1, env_steps=global_step, episodes=episodes, updates=n_updates,
                            test_success=float(np.mean(test_success)) if test_success else float("nan"),
                            train_success=float(np.mean(train_success)), mean_q=mean_q, actor_loss=a_loss,
-                           critic_loss=c_loss, sps=args.n_cycles * args.n_envs * T / train_time, elapsed_s=elapsed)
+                           critic_loss=c_loss, sps=args.n_cycles * args.n_envs * T / train_time, elapsed_s=elapsed,
+                           collect_s=train_time - update_s, update_s=update_s, test_s=test_s)  # seconds per phase
             log(f"epoch {epoch + 1}/{args.n_epochs} | steps {global_step:,} | episodes {episodes:,} | test success "
                 f"{metrics['test_success']:.3f} | train success {metrics['train_success']:.3f} | Q {mean_q:.2f} | "
                 f"actor loss {a_loss:.3f} | critic loss {c_loss:.4f} | {metrics['sps']:.0f} steps/s | "
@@ -447,12 +470,13 @@ if __name__ == "__main__":
                 atomic_save(model, f"{run_dir}/model.pt")
             if args.checkpoint:  # the replay buffer incrementally: only the episodes stored since the last checkpoint
                 new = np.flatnonzero(replay.unsaved)
-                atomic_save(dict(idx=new, **{k: v[new] for k, v in replay.ep.items()}),
-                            f"{run_dir}/replay/{epoch + 1:05d}.npz")
+                atomic_save(dict(idx=new, **{k: v[torch.from_numpy(new).to(device)].cpu().numpy()
+                                             for k, v in replay.ep.items()}), f"{run_dir}/replay/{epoch + 1:05d}.npz")
                 replay.unsaved[:] = False
                 atomic_save(dict(model, run_name=run_name, nets=[net.state_dict() for net in nets], rows=rows,
                                  optimizer=optimizer.state_dict(), np_rng=rng.bit_generator.state, replay_n=replay.n,
                                  elapsed=elapsed, torch_rng=torch.get_rng_state(), step=global_step,
+                                 cuda_rng=torch.cuda.get_rng_state() if device.type == "cuda" else None,
                                  episodes=episodes, updates=n_updates), f"{run_dir}/checkpoint.pt")
             completed = epoch + 1
             writing.pop(0)

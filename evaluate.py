@@ -5,8 +5,8 @@
 
 The checkpoint records the script that wrote it (ddpg_her.py, ddpg.py, ... or your fork of one); the Actor and
 Normalizer classes are loaded from that file, so a fork that changes them is evaluated with its own code. The
-training scripts import `test_episode` from here for their per-epoch videos (--capture-video), and the file and
---resume helpers that are not part of the algorithm (atomic_save, write_csv, load_resume).
+training scripts import `test_episode` from here for their per-epoch videos (--capture-video), and the file,
+--resume and CUDA-graph helpers that are not part of the algorithm (atomic_save, write_csv, load_resume, cuda_graph).
 """
 
 import importlib.util
@@ -108,6 +108,29 @@ def test_episode(env, actor, norm, seed, video_path=None):
         os.makedirs(os.path.dirname(video_path), exist_ok=True)
         video_path = save_video(frames, video_path)
     return float(info["is_success"]), video_path
+
+
+def cuda_graph(fn, warmup=3):
+    """fn (no arguments; it reads and writes tensors in place) as a function that runs it eagerly `warmup` times on a
+    side stream, then captures it once as a CUDA graph and from then on replays the graph: one launch for all its
+    kernels, no Python, no host sync (PyTorch's whole-network capture; LeanRL's CudaGraphModule does the same)."""
+    graph, calls = torch.cuda.CUDAGraph(), [0]
+
+    def run():
+        calls[0] += 1
+        if calls[0] <= warmup:  # the warm-up calls are real calls; they allocate Adam's state, cuBLAS workspaces
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                fn()
+            torch.cuda.current_stream().wait_stream(stream)
+            return
+        if calls[0] == warmup + 1:  # capturing records the kernels without running them: the replay below does
+            with torch.cuda.graph(graph):
+                fn()
+        graph.replay()
+
+    return run
 
 
 def load_script(path):

@@ -94,6 +94,8 @@ def main():
                         help="ids for the vector env comparison (default: FetchPush-v0 and one hand id)")
     parser.add_argument("--vector-steps", type=int, default=4000, help="env steps per vector measurement")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the vector measurements")
+    parser.add_argument("--vector-envs", nargs="+", type=int, default=[2, 16],
+                        help="sub-envs per vector env (e.g. 38: --paper-budget's); EnvPool gets the largest")
     args = parser.parse_args()
     for env_id in args.ids + (args.vector_ids or []):
         if env_id not in envs.ENV_IDS:
@@ -121,8 +123,8 @@ def main():
     except ImportError:
         has_envpool = False
     # Each configuration is timed in rounds, alternating, and its best round is kept (a shared machine slows some).
-    configs = [("sync", 1), ("async", 2), ("thread", 2), ("async", 16), ("thread", 16)]
-    configs += [("envpool", 16)] if has_envpool else []
+    configs = [("sync", 1)] + [(kind, n) for n in args.vector_envs for kind in ("async", "thread")]
+    configs += [("envpool", max(args.vector_envs))] if has_envpool else []
     for env_id in vector_ids:
         print(f"\n{env_id}: env steps/s of vector envs over {args.vector_steps} steps, best of {args.rounds} rounds"
               f"{'' if has_envpool else ' (EnvPool not installed)'}")

@@ -26,7 +26,7 @@ SCRIPT = os.path.join(ROOT, "ddpg_her.py")
 # One update thread: the suite often shares the cores (CI, a run beside it), where several threads stall (README).
 TINY = ["--env-id", "FetchReach-v0", "--n-envs", "2", "--n-cycles", "2", "--n-batches", "2", "--batch-size", "32",
         "--n-test-rollouts", "1", "--hidden", "32", "--buffer-size", "10000", "--torch-threads", "1"]
-TIMING = {"sps", "elapsed_s"}  # the only columns of metrics.csv allowed to differ between identical runs
+TIMING = {"sps", "elapsed_s", "collect_s", "update_s", "test_s"}  # the only columns of metrics.csv allowed to differ between identical runs
 
 
 def run(cwd, *options, check=True, timeout=300):

@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -26,10 +27,27 @@ def episodes():
     return dict(o=o, ag=ag, g=g, u=u)
 
 
+def sample(ep, n, p, seed):
+    """ddpg_her.sample_transitions on torch tensors of `ep`, seeded, as numpy arrays."""
+    torch.manual_seed(seed)
+    out = ddpg_her.sample_transitions({k: torch.from_numpy(v) for k, v in ep.items()}, N_EPS, n, p)
+    return [a.numpy() for a in out]
+
+
+def reference_sample(ep, n, her_future_p, rng):
+    """Baselines' her_sampler.py 'future' strategy in numpy, as ddpg_her.py sampled before its replay moved to torch:
+    the distribution the torch sampler must keep."""
+    n_eps, T = ep["u"].shape[:2]
+    e, t = rng.integers(0, n_eps, n), rng.integers(0, T, n)
+    future_t = t + 1 + (rng.random(n) * (T - t)).astype(np.int64)
+    g = np.where((rng.random(n) < her_future_p)[:, None], ep["ag"][e, future_t], ep["g"][e, t])
+    return np.stack([np.concatenate([ep["o"][e, t], g], 1), np.concatenate([ep["o"][e, t + 1], g], 1)])
+
+
 @pytest.mark.parametrize("p", [0.0, 0.8, 1.0])
 def test_future_relabelling(p):
     n = 20_000
-    x, u, ag_next = ddpg_her.sample_transitions(episodes(), n, p, np.random.default_rng(0))
+    x, u, ag_next = sample(episodes(), n, p, 0)
     assert x.shape == (2, n, 4 + 3) and x.dtype == np.float32
     o, o2, goal = x[0, :, :4], x[1, :, :4], x[0, :, 4:]
     e, t = o[:, 0].astype(int), o[:, 1].astype(int)
@@ -59,7 +77,7 @@ def test_future_offsets_are_uniform_for_every_step():
     """The whole distribution of t' given t: uniform on {t+1, ..., T} for every t, the final state T included (a
     chi-square test over all (t, t') cells, and the final state's share alone)."""
     n = 400_000
-    x, _, _ = ddpg_her.sample_transitions(episodes(), n, 1.0, np.random.default_rng(3))
+    x, _, _ = sample(episodes(), n, 1.0, 3)
     t, future = x[0, :, 1].astype(int), x[0, :, 5].astype(int)
     assert (future > t).all() and (future <= T).all()
     counts = np.zeros((T, T + 1))
@@ -75,15 +93,35 @@ def test_future_offsets_are_uniform_for_every_step():
     assert 0.97 < final < 1.03, final
 
 
+def test_the_torch_sampler_keeps_the_numpy_reference_distribution():
+    """Two-sample chi-square tests of the torch sampler against Baselines' numpy sampler (as ddpg_her.py sampled
+    before): the joint distribution of (t, t') over relabelled and kept goals, of the episode, and of (e, t)."""
+    n, ep = 200_000, episodes()
+    ours = sample(ep, n, 0.8, 5)[0]
+    ref = reference_sample(ep, n, 0.8, np.random.default_rng(5))
+
+    def cells(x):  # e, t, and t' (or -1: the episode's own goal kept)
+        return x[0, :, 0].astype(int), x[0, :, 1].astype(int), np.where(x[0, :, 5] >= 0, x[0, :, 5], -1).astype(int)
+
+    for key in (lambda e, t, f: t * (T + 2) + f + 1, lambda e, t, f: e, lambda e, t, f: e * T + t):
+        a, b = (np.bincount(key(*cells(x)), minlength=N_EPS * (T + 2) ** 2) for x in (ours, ref))
+        used = (a + b) > 0
+        chi2, dof = ((a[used] - b[used]) ** 2 / (a[used] + b[used])).sum(), used.sum() - 1
+        assert chi2 < dof + 6 * np.sqrt(2 * dof), (chi2, dof)
+
+
 def test_relabelled_rewards_come_from_the_env():
-    """With the env's compute_reward, a goal relabelled to the very next achieved goal gets reward 0, others -1."""
+    """With the env's compute_reward on the sampler's tensors, a goal relabelled to the very next achieved goal gets
+    reward 0, others -1."""
     import gymnasium as gym
 
     env = gym.make("FetchReach-v0")
-    ep = episodes()
-    x, _, ag_next = ddpg_her.sample_transitions(ep, 5000, 1.0, np.random.default_rng(1))
+    torch.manual_seed(1)
+    x, _, ag_next = ddpg_her.sample_transitions({k: torch.from_numpy(v) for k, v in episodes().items()}, N_EPS, 5000,
+                                                1.0)
     r = env.unwrapped.compute_reward(ag_next, x[0, :, 4:], {})
-    np.testing.assert_array_equal(r == 0, x[0, :, 5] == x[0, :, 1] + 1)
+    assert isinstance(r, torch.Tensor)
+    np.testing.assert_array_equal((r == 0).numpy(), (x[0, :, 5] == x[0, :, 1] + 1).numpy())
 
 
 def test_replay_fills_in_order_then_overwrites_random_episodes():
@@ -92,14 +130,15 @@ def test_replay_fills_in_order_then_overwrites_random_episodes():
     ep = episodes()
     replay.store({k: v[:3] for k, v in ep.items()})
     assert replay.n == 3
-    np.testing.assert_array_equal(replay.ep["ag"][:3], ep["ag"][:3])
+    np.testing.assert_array_equal(replay.ep["ag"][:3].numpy(), ep["ag"][:3])
     replay.store({k: v[3:7] for k, v in ep.items()})  # 4 more: 2 fill the buffer, 2 overwrite random old ones
     assert replay.n == 5
-    np.testing.assert_array_equal(replay.ep["ag"][3:5], ep["ag"][3:5])
+    np.testing.assert_array_equal(replay.ep["ag"][3:5].numpy(), ep["ag"][3:5])
     stored = sorted(int(a[0, 0]) for a in replay.ep["ag"])
+    assert replay.n_eps.item() == 5  # the count a CUDA graph reads
     assert {5, 6} <= set(stored) and len(set(stored)) == 5
     x, _, _ = replay.sample(1000, 0.8)
-    assert set(np.unique(x[0, :, 0]).astype(int)) == set(stored)
+    assert set(np.unique(x[0, :, 0].numpy()).astype(int)) == set(stored)
 
 
 # The lines in which the four scripts may differ: their configuration, and nothing else.
