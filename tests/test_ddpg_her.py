@@ -295,3 +295,19 @@ def test_track_goes_offline_without_a_network(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert len(metrics(run_dir(tmp_path, "wb"))) == 2
     assert glob.glob(os.path.join(tmp_path, "wandb", "offline-run-*", "run-*.wandb"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device (CI has none; scripts/gpu_bench.sh)")
+def test_cuda_runs_with_and_without_cuda_graphs_and_resume(tmp_path):
+    """On a GPU: the replay buffer and updates live there, as one CUDA graph per update or eagerly; both learn the
+    same way (finite losses, Q in the range of returns), and a graph run resumes on the GPU."""
+    for name, options in (("graph", []), ("eager", ["--no-cudagraphs"])):
+        run(tmp_path, *TINY, "--n-epochs", "2", "--exp-name", name, *options)
+        path = run_dir(tmp_path, name)
+        assert json.load(open(os.path.join(path, "config.json")))["device"] == "cuda"
+        assert "updates on cuda" in open(os.path.join(path, "log.txt")).read()
+        for row in metrics(path):
+            assert all(np.isfinite(float(row[k])) for k in ("actor_loss", "critic_loss", "mean_q"))
+            assert -1 / (1 - 0.98) <= float(row["mean_q"]) <= 0.0 + 1e-3
+    resumed = run(tmp_path, "--resume", run_dir(tmp_path, "graph"), "--n-epochs", "3")
+    assert "epoch 3/3" in resumed.stdout
