@@ -15,24 +15,28 @@ mkdir -p "$out"
 end=$((SECONDS + ${1:-900}))
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 echo "$(nproc) CPUs; $(python -c 'import torch, mujoco; print("torch", torch.__version__, "mujoco", mujoco.__version__)')"
-last_run() { ls -d runs/*__"$1"__* | tail -1; }
+step() {  # STEP_SECONDS COMMAND...: a step under its own time limit (never past the end), killed with its children
+  local t=$(( $1 < end - SECONDS - 5 ? $1 : end - SECONDS - 5 )); shift
+  if (( t > 0 )); then timeout -k 5 "$t" "$@"; fi  # (timeout kills the process group: env workers too)
+}
+last_run() { ls -d runs/*__"$1"__* 2>/dev/null | tail -1; }
 copy() {  # a run's small logs, as OUT/NAME_metrics.csv and OUT/NAME_log.txt
+  [ -n "$(last_run "$1")" ] || return 0
   cp "$(last_run "$1")/metrics.csv" "$out/$1_metrics.csv"
   cp "$(last_run "$1")/log.txt" "$out/$1_log.txt"
 }
 echo "== 1. learning check"
-python ddpg_her.py --env-id FetchReach-v0 --n-epochs 3 --n-cycles 10 --exp-name gpu_reach --no-checkpoint
+step 90 python ddpg_her.py --env-id FetchReach-v0 --n-epochs 3 --n-cycles 10 --exp-name gpu_reach --no-checkpoint
 copy gpu_reach
 echo "== 2. a tiny run with its checkpoint"
-python ddpg_her.py --env-id FetchReach-v0 --n-epochs 2 --n-envs 2 --n-cycles 2 --n-batches 2 --batch-size 32 \
+step 60 python ddpg_her.py --env-id FetchReach-v0 --n-epochs 2 --n-envs 2 --n-cycles 2 --n-batches 2 --batch-size 32 \
   --hidden 32 --buffer-size 10000 --n-test-rollouts 1 --save-model --exp-name gpu_tiny
-tar czf "$out/gpu_tiny_run.tgz" -C runs "$(basename "$(last_run gpu_tiny)")"
+[ -n "$(last_run gpu_tiny)" ] && tar czf "$out/gpu_tiny_run.tgz" -C runs "$(basename "$(last_run gpu_tiny)")"
 echo "== 3. bench_train.py --paper-budget"
-python scripts/bench_train.py --paper-budget --n 50 --sb3-steps 1000
+step 150 python scripts/bench_train.py --paper-budget --n 50 --sb3-steps 1000
 echo "== 4. bench_envs.py"
-python scripts/bench_envs.py --ids FetchPush-v0 --steps 500 --resets 20 --vector-ids FetchPush-v0 \
+step 90 python scripts/bench_envs.py --ids FetchPush-v0 --steps 500 --resets 20 --vector-ids FetchPush-v0 \
   --vector-envs 16 38 --vector-steps 7600 --rounds 2
-limit=$((end - SECONDS - 10))
-echo "== 5. 50 paper epochs of FetchPickAndPlace-v0 (at most $limit s)"
-timeout "$limit" python ddpg_her.py --paper-budget --env-id FetchPickAndPlace-v0 --n-epochs 50 --exp-name gpu_pnp
+echo "== 5. 50 paper epochs of FetchPickAndPlace-v0 (at most $((end - SECONDS - 5)) s)"
+step 100000 python ddpg_her.py --paper-budget --env-id FetchPickAndPlace-v0 --n-epochs 50 --exp-name gpu_pnp
 copy gpu_pnp
