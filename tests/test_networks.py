@@ -127,3 +127,18 @@ def test_normalizer_running_statistics_floor_and_clips():
     clipped_obs = ddpg_her.Normalizer(1, 0.01, 200.0, 1e9)
     clipped_obs.update(np.array([[1e6], [-1e6]]))  # clipped to +-200 before the statistics
     assert clipped_obs.std.item() == pytest.approx(200.0)
+
+
+def test_state_a_cuda_graph_reads_is_updated_in_place():
+    """A captured CUDA graph reads tensors where they were at capture: the normaliser's mean and std and the replay
+    buffer's episode count must change in place, never be replaced (a replaced tensor would leave the graph on stale
+    values, silently, on GPUs only; this test catches it on the CPU)."""
+    norm = ddpg_her.Normalizer(3, 0.01, 200.0, 5.0)
+    ptrs = [t.data_ptr() for t in (norm.mean, norm.std)]
+    norm.update(np.random.default_rng(0).normal(size=(100, 3)))
+    assert [t.data_ptr() for t in (norm.mean, norm.std)] == ptrs and norm.mean.abs().sum() > 0
+    dims = dict(o=4, ag=3, g=3, u=4)
+    replay = ddpg_her.EpisodeReplay(10 * 5, 5, dims, np.random.default_rng(0))
+    ptr = replay.n_eps.data_ptr()
+    replay.store({k: np.ones((3, 6 if k in ("o", "ag") else 5, d), np.float32) for k, d in dims.items()})
+    assert replay.n_eps.data_ptr() == ptr and replay.n_eps.item() == 3
