@@ -201,8 +201,11 @@ class EpisodeReplay:
             free = np.arange(self.n, min(self.size, self.n + k))
             idx = np.concatenate([free, self.rng.integers(0, self.n, k - len(free))])
             self.n = min(self.size, self.n + k)
+        # A slot drawn twice keeps the later episode, as in numpy (on a GPU, two writes to one slot would race).
+        last = len(idx) - 1 - np.unique(idx[::-1], return_index=True)[1]
+        rows, slots = (torch.from_numpy(a).to(self.n_eps.device) for a in (last, idx[last]))
         for key, arr in self.ep.items():
-            arr[torch.from_numpy(idx).to(arr.device)] = torch.as_tensor(batch[key], device=arr.device)
+            arr[slots] = torch.as_tensor(batch[key], device=arr.device)[rows]
         self.unsaved[idx] = True
         self.n_eps.fill_(self.n)
 
@@ -298,6 +301,7 @@ if __name__ == "__main__":
     env_threads = min(args.n_envs, args.env_threads or len(os.sched_getaffinity(0)))
     torch.set_num_threads(1)  # rollouts: the policy on n_envs observations, too small to share out; updates: below
     device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+    graphs = device.type == "cuda" and args.cudagraphs
     bf16 = args.bf16_matmul and (torch.cuda.is_bf16_supported() if device.type == "cuda"
                                  else torch.ops.mkldnn._is_mkldnn_bf16_supported())  # CPUs: AVX512-BF16 or AMX
     with contextlib.suppress(OSError):  # glibc gives freed tensors back to the OS, then page-faults them in again
@@ -332,7 +336,7 @@ if __name__ == "__main__":
     target_params = list(actor_target.parameters()) + list(critic_target.parameters())
     optimizer = torch.optim.Adam([dict(params=actor.parameters(), lr=args.actor_lr),
                                   dict(params=critic.parameters(), lr=args.critic_lr)], fused=True,
-                                 capturable=device.type == "cuda")  # its step count on the GPU, for CUDA graphs
+                                 capturable=graphs)  # its step count on the GPU, for CUDA graphs
     norm = Normalizer(dims["x"], args.norm_eps, args.clip_obs, args.norm_clip, device)
     replay = EpisodeReplay(args.buffer_size, T, dims, rng, device)
     stats = torch.zeros(3, device=device)  # sums of [actor loss, critic loss, Q] over an epoch: no sync per update
@@ -342,7 +346,7 @@ if __name__ == "__main__":
         r = compute_reward(ag_next, x[0, :, dims["o"] :], {}).float()[:, None]  # the env's own reward, on tensors
         stats.add_(update(nets, optimizer, norm, x, u, r, gamma, clip_return, args.action_l2))
 
-    if device.type == "cuda" and args.cudagraphs:  # LeanRL: one graph launch instead of ~150 kernel launches
+    if graphs:  # LeanRL: one graph launch instead of ~150 kernel launches
         train_batch = cuda_graph(train_batch)
     ep = {k: np.empty((args.n_envs, T + (k in ("o", "ag")), dims[k]), np.float32) for k in ("o", "ag", "g", "u")}
 
@@ -375,7 +379,7 @@ if __name__ == "__main__":
             net.load_state_dict(state)
         optimizer.load_state_dict(ckpt["optimizer"])
         for group in optimizer.param_groups:  # this device's setting, not the checkpoint's (a GPU run on a CPU)
-            group["capturable"] = device.type == "cuda"
+            group["capturable"] = graphs
         for k, v in ckpt["normalizer"].items():  # in place (the update graph reads them); older runs saved numpy
             if torch.is_tensor(getattr(norm, k, None)):
                 getattr(norm, k).copy_(torch.as_tensor(v))
@@ -431,7 +435,7 @@ if __name__ == "__main__":
                 norm.update(sample_transitions(new, len(new["u"]), len(new["u"]) * T, her_future_p)[0][0])
                 torch.set_num_threads(update_threads)
                 update_start = time.time()
-                for _ in range(args.n_batches):
+                for _ in range(args.n_batches if replay.n else 0):  # (no episode kept yet: nothing to learn from)
                     train_batch()
                 if device.type == "cuda":
                     torch.cuda.synchronize()  # (time the updates as updates, not as the next rollout's wait)

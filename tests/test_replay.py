@@ -141,6 +141,19 @@ def test_replay_fills_in_order_then_overwrites_random_episodes():
     assert set(np.unique(x[0, :, 0].numpy()).astype(int)) == set(stored)
 
 
+def test_a_slot_drawn_twice_keeps_the_later_episode():
+    """Overwriting picks random slots, so one store can draw a slot twice: the later episode must win, whole (numpy's
+    rule; on a GPU two writes to one slot would race and could mix the two episodes)."""
+    dims = dict(o=4, ag=3, g=3, u=4)
+    replay = ddpg_her.EpisodeReplay(3 * T, T, dims, np.random.default_rng(0))
+    ep = episodes()
+    replay.store({k: v[:3] for k, v in ep.items()})
+    replay.store({k: v[3:6] for k, v in ep.items()}, idx=np.array([1, 2, 1]))  # episodes 3 and 5 both go to slot 1
+    assert [int(replay.ep["ag"][i, 0, 0]) for i in range(3)] == [0, 5, 4]
+    for k in ep:
+        np.testing.assert_array_equal(replay.ep[k][1].numpy(), ep[k][5])
+
+
 # The lines in which the four scripts may differ: their configuration, and nothing else.
 CONFIG_LINES = re.compile(r"^(#|DENSE = |USE_HER = |    env_id: str = |    replay_k: |    \"\"\"HER 'future' "
                           r"|    her_future_p = |                # Baselines: the normaliser sees |\s+\(\"must be >= 0\")")
