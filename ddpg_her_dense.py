@@ -164,9 +164,10 @@ class Normalizer:
         self.sum += x.sum(0)
         self.sumsq += x.square().sum(0)
         self.count += len(x)
-        mean = self.sum / self.count
+        count = self.count.clamp(min=1)  # (nothing seen yet: mean 0, std eps)
+        mean = self.sum / count
         self.mean.copy_(mean)
-        self.std.copy_((self.sumsq / self.count - mean.square()).clamp(min=self.eps**2).sqrt())
+        self.std.copy_((self.sumsq / count - mean.square()).clamp(min=self.eps**2).sqrt())
 
     def __call__(self, x):
         x = (x.clamp(-self.clip_obs, self.clip_obs) - self.mean) / self.std

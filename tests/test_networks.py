@@ -142,3 +142,11 @@ def test_state_a_cuda_graph_reads_is_updated_in_place():
     ptr = replay.n_eps.data_ptr()
     replay.store({k: np.ones((3, 6 if k in ("o", "ag") else 5, d), np.float32) for k, d in dims.items()})
     assert replay.n_eps.data_ptr() == ptr and replay.n_eps.item() == 3
+
+
+def test_normalizer_of_nothing_is_finite():
+    """A cycle whose episodes were all dropped (an unstable simulation, say) updates the normaliser with no rows: its
+    statistics must stay finite (mean 0, std eps), not 0/0."""
+    norm = ddpg_her.Normalizer(3, 0.01, 200.0, 5.0)
+    norm.update(np.zeros((0, 3)))
+    assert torch.isfinite(norm.mean).all() and torch.isfinite(norm.std).all() and (norm.std == 0.01).all()
