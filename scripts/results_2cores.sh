@@ -13,7 +13,7 @@ grid() {  # PART, then grid.py options
   local part=$1; shift
   python scripts/grid.py --out "results/2cores/$part" --cpus-per-run 1 "$@"
 }
-parts=${*:-"her_all configs seeds"}
+parts=${*:-"her_all configs seeds reach"}
 for part in $parts; do
   case $part in
     # 1. DDPG+HER sparse on all 13 environments, seed 1: the shape of each curve (Figure 3, Figure 4, Appendix C).
@@ -30,6 +30,8 @@ for part in $parts; do
     # 3. More seeds of DDPG+HER sparse on the Fetch tasks (3 in all, at part 1's budgets).
     seeds) grid seeds --envs FetchReach-v0 FetchPush-v0 FetchPickAndPlace-v0 FetchSlide-v0 --configs ddpg_her \
       --seeds 2 3 --epochs 5 FetchPush-v0=15 FetchPickAndPlace-v0=25 FetchSlide-v0=25 ;;
-    *) echo "unknown part $part (her_all, configs, seeds)"; exit 2 ;;
+    # 4. FetchReach with the other three configurations ("easily solved by all four", the paper says), seed 1.
+    reach) grid reach --envs FetchReach-v0 --configs ddpg_her_dense ddpg ddpg_dense --seeds 1 --epochs 5 ;;
+    *) echo "unknown part $part (her_all, configs, seeds, reach)"; exit 2 ;;
   esac
 done
