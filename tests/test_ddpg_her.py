@@ -29,8 +29,8 @@ TINY = ["--env-id", "FetchReach-v0", "--n-envs", "2", "--n-cycles", "2", "--n-ba
 TIMING = {"sps", "elapsed_s", "collect_s", "update_s", "test_s"}  # the only columns of metrics.csv allowed to differ between identical runs
 
 
-def run(cwd, *options, check=True, timeout=300):
-    env = dict(os.environ, MUJOCO_GL="egl", WANDB_MODE="offline")
+def run(cwd, *options, check=True, timeout=300, env=None):
+    env = dict(os.environ, MUJOCO_GL="egl", WANDB_MODE="offline", **(env or {}))
     proc = subprocess.run([sys.executable, SCRIPT, *options], cwd=cwd, capture_output=True, text=True, env=env,
                           timeout=timeout)
     if check and proc.returncode != 0:
@@ -311,3 +311,17 @@ def test_cuda_runs_with_and_without_cuda_graphs_and_resume(tmp_path):
             assert -1 / (1 - 0.98) <= float(row["mean_q"]) <= 0.0 + 1e-3
     resumed = run(tmp_path, "--resume", run_dir(tmp_path, "graph"), "--n-epochs", "3")
     assert "epoch 3/3" in resumed.stdout
+
+
+def test_a_gpu_checkpoint_resumes_on_a_cpu(tmp_path):
+    """What a GPU run writes that a CPU run does not (Adam's capturable flag, a CUDA RNG state, tensors saved from
+    the device) must not stop a CPU-only machine from resuming it: the CUDA state is skipped, the rest is used."""
+    run(tmp_path, *TINY, "--n-epochs", "1", "--exp-name", "gpu", "--no-cuda")
+    path = run_dir(tmp_path, "gpu")
+    ckpt = torch.load(os.path.join(path, "checkpoint.pt"), weights_only=False)
+    for group in ckpt["optimizer"]["param_groups"]:
+        group["capturable"] = True
+    ckpt["cuda_rng"] = torch.zeros(16, dtype=torch.uint8)
+    torch.save(ckpt, os.path.join(path, "checkpoint.pt"))
+    resumed = run(tmp_path, "--resume", path, "--n-epochs", "2", env=dict(CUDA_VISIBLE_DEVICES=""))
+    assert "epoch 2/2" in resumed.stdout and [int(r["epoch"]) for r in metrics(path)] == [1, 2]
