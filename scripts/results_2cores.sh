@@ -17,11 +17,12 @@ parts=${*:-"her_all configs seeds reach"}
 for part in $parts; do
   case $part in
     # 1. DDPG+HER sparse on all 13 environments, seed 1: the shape of each curve (Figure 3, Figure 4, Appendix C).
-    # (The hand-manipulation budgets are this first session's: raise them to extend those runs.)
-    her_all) grid her_all --figure appendix_c --extra "" --configs ddpg_her --seeds 1 --epochs 1 \
+    # Hand manipulation: Figure 4's four tasks 12 epochs (960,000 env steps, about 5 of the paper's epochs), the
+    # four Appendix C variants 5. (Raise them to extend those runs: they resume.)
+    her_all) grid her_all --figure appendix_c --extra "" --configs ddpg_her --seeds 1 --epochs 5 \
       FetchReach-v0=5 FetchPush-v0=15 FetchPickAndPlace-v0=25 FetchSlide-v0=25 HandReach-v0=10 \
-      HandManipulateBlockRotateZ-v0=2 HandManipulateBlockRotateXYZ-v0=2 HandManipulateEggFull-v0=2 \
-      HandManipulatePenRotate-v0=2 ;;
+      HandManipulateBlockRotateZ-v0=12 HandManipulateBlockRotateXYZ-v0=12 HandManipulateEggFull-v0=12 \
+      HandManipulatePenRotate-v0=12 ;;
     # 2. The other three configurations on FetchPush, FetchPickAndPlace and HandReach (the paper's orderings), seeds
     # 1-2 (seed 1 of every run first); DDPG+HER sparse comes from parts 1 and 3. Shorter than part 1: the orderings
     # show early, and these curves are compared with DDPG+HER's over the same first epochs.
