@@ -225,7 +225,10 @@ def train_run(threads, paper_budget, root=os.path.dirname(os.path.dirname(os.pat
     exp = f"bench{os.getpid()}"
     budget = ["--paper-budget"] if paper_budget else ["--n-cycles", "10", "--n-test-rollouts", "1"]
     cmd = [sys.executable, "ddpg_her.py", "--env-id", "FetchPush-v0", "--n-epochs", "1", *budget, "--exp-name", exp,
-           "--no-checkpoint", "--torch-threads", str(threads)] + (["--no-cuda"] if DEVICE.type == "cpu" else [])
+           "--no-checkpoint", "--torch-threads", str(threads)]
+    with open(os.path.join(root, "ddpg_her.py")) as f:
+        has_cuda_flag = "\n    cuda: bool" in f.read()  # revisions before --cuda ran on the CPU only
+    cmd += ["--no-cuda"] if DEVICE.type == "cpu" and has_cuda_flag else []
     subprocess.run(cmd, cwd=root, check=True, stdout=subprocess.DEVNULL)
     path = glob.glob(f"{root}/runs/FetchPush-v0__{exp}__*/metrics.csv")[0]
     with open(path) as f:
@@ -301,9 +304,9 @@ if __name__ == "__main__":
         for name, rows in runs.items():
             sps = [float(r["sps"]) for r in rows]
             mid = rows[int(np.argsort(sps)[len(sps) // 2])]
-            phases = (" | ".join(f"{float(mid[k]):.1f}" for k in ("collect_s", "update_s", "test_s"))
-                      if "update_s" in mid else "not recorded by this revision")
-            print(f"  {name:>10}: median {np.median(sps):,.0f} ({', '.join(f'{x:,.0f}' for x in sps)}); {phases} s"
+            phases = (" | ".join(f"{float(mid[k]):.1f}" for k in ("collect_s", "update_s", "test_s")) + " s"
+                      if "update_s" in mid else "phases not recorded by this revision")
+            print(f"  {name:>10}: median {np.median(sps):,.0f} ({', '.join(f'{x:,.0f}' for x in sps)}); {phases}"
                   + (f"; {np.median([float(r['sps']) for r in runs['this tree']]) / np.median(sps):.2f}x faster now"
                      if name != "this tree" and "this tree" in runs else ""))
     print(f"{'ms per update':<20}{'plain':>8}{'ours fp32':>11}{'speed-up':>10}{'ours bf16':>11}{'speed-up':>10}")

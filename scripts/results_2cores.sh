@@ -13,16 +13,15 @@ grid() {  # PART, then grid.py options
   local part=$1; shift
   python scripts/grid.py --out "results/2cores/$part" --cpus-per-run 1 "$@"
 }
-parts=${*:-"her_all configs seeds reach"}
+parts=${*:-"her_all configs seeds reach hand"}
 for part in $parts; do
   case $part in
     # 1. DDPG+HER sparse on all 13 environments, seed 1: the shape of each curve (Figure 3, Figure 4, Appendix C).
-    # Hand manipulation: Figure 4's four tasks 12 epochs (960,000 env steps, about 5 of the paper's epochs), the
-    # four Appendix C variants 5. (Raise them to extend those runs: they resume.)
-    her_all) grid her_all --figure appendix_c --extra "" --configs ddpg_her --seeds 1 --epochs 5 \
+    # (The hand-manipulation budgets are this first session's: raise them to extend those runs.)
+    her_all) grid her_all --figure appendix_c --extra "" --configs ddpg_her --seeds 1 --epochs 1 \
       FetchReach-v0=5 FetchPush-v0=15 FetchPickAndPlace-v0=25 FetchSlide-v0=25 HandReach-v0=10 \
-      HandManipulateBlockRotateZ-v0=12 HandManipulateBlockRotateXYZ-v0=12 HandManipulateEggFull-v0=12 \
-      HandManipulatePenRotate-v0=12 ;;
+      HandManipulateBlockRotateZ-v0=2 HandManipulateBlockRotateXYZ-v0=2 HandManipulateEggFull-v0=2 \
+      HandManipulatePenRotate-v0=2 ;;
     # 2. The other three configurations on FetchPush, FetchPickAndPlace and HandReach (the paper's orderings), seeds
     # 1-2 (seed 1 of every run first); DDPG+HER sparse comes from parts 1 and 3. Shorter than part 1: the orderings
     # show early, and these curves are compared with DDPG+HER's over the same first epochs.
@@ -33,6 +32,14 @@ for part in $parts; do
       --seeds 2 3 --epochs 5 FetchPush-v0=15 FetchPickAndPlace-v0=25 FetchSlide-v0=25 ;;
     # 4. FetchReach with the other three configurations ("easily solved by all four", the paper says), seed 1.
     reach) grid reach --envs FetchReach-v0 --configs ddpg_her_dense ddpg ddpg_dense --seeds 1 --epochs 5 ;;
-    *) echo "unknown part $part (her_all, configs, seeds, reach)"; exit 2 ;;
+    # 5. DDPG+HER sparse on the eight hand-manipulation variants, seed 1, again from the start and for longer than
+    # part 1 (whose checkpoints predate the incremental replay format and cannot be extended): Figure 4's four
+    # 12 epochs (960,000 env steps, about 5 of the paper's 190,000-step epochs), Appendix C's four 5 epochs.
+    hand) grid hand --envs HandManipulateBlockRotateZ-v0 HandManipulateBlockRotateXYZ-v0 HandManipulateEggFull-v0 \
+      HandManipulatePenRotate-v0 HandManipulateBlockRotateParallel-v0 HandManipulateBlockFull-v0 \
+      HandManipulateEggRotate-v0 HandManipulatePenFull-v0 --configs ddpg_her --seeds 1 --epochs 5 \
+      HandManipulateBlockRotateZ-v0=12 HandManipulateBlockRotateXYZ-v0=12 HandManipulateEggFull-v0=12 \
+      HandManipulatePenRotate-v0=12 ;;
+    *) echo "unknown part $part (her_all, configs, seeds, reach, hand)"; exit 2 ;;
   esac
 done
