@@ -38,7 +38,9 @@ def load_runs(runs_dirs, split_by=None):
     """{(task, exp_name, label): [run, ...]} with run = dict of metric -> np.array over epochs; label is the
     exp_name, followed by `split_by=value` of the run's config if split_by is given."""
     groups = defaultdict(list)
-    paths = [path for runs_dir in runs_dirs for path in glob.glob(os.path.join(runs_dir, "*", "metrics.csv"))]
+    paths = [path for runs_dir in runs_dirs  # a directory of runs, or one run's own directory (e.g. a shell glob's)
+             for pattern in ("metrics.csv", os.path.join("*", "metrics.csv"))
+             for path in glob.glob(os.path.join(runs_dir, pattern))]
     for path in sorted(paths):
         config_path = os.path.join(os.path.dirname(path), "config.json")
         if not os.path.exists(config_path):
@@ -99,7 +101,8 @@ def table(groups, tasks, exps):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs-dir", nargs="+", default=["runs"], help="directories holding one sub-directory per run")
+    parser.add_argument("--runs-dir", nargs="+", default=["runs"],
+                        help="directories holding one sub-directory per run, or runs' own directories")
     parser.add_argument("--split-by", help="a config.json key (e.g. bf16_matmul): one curve per value within an exp")
     parser.add_argument("--x", default="epoch", choices=list(X_LABELS), help="the x axis (elapsed_s: in minutes)")
     parser.add_argument("--envs", nargs="*", help="only these environments (sparse ids, e.g. FetchPush-v0), in order")

@@ -41,6 +41,9 @@ def test_plot_groups_runs_and_splits_by_a_config_key(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "FetchPush-v0/ddpg_her x3" in proc.stdout and "FetchPush-v0/ddpg_dense x1" in proc.stdout
     assert os.path.getsize(out) > 10_000
+    proc = plot("--runs-dir", os.path.join(a, "r2"), b, "--out", out)  # a run's own directory: that run alone
+    assert proc.returncode == 0, proc.stderr
+    assert "FetchPush-v0/ddpg_her x2" in proc.stdout and "ddpg_dense" not in proc.stdout
     proc = plot("--runs-dir", a, b, "--exps", "ddpg_her", "--split-by", "bf16_matmul", "--x", "elapsed_s", "--out", out)
     assert proc.returncode == 0, proc.stderr
     assert "ddpg_her bf16_matmul=True x2" in proc.stdout and "ddpg_her bf16_matmul=False x1" in proc.stdout
