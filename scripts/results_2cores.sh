@@ -13,7 +13,7 @@ grid() {  # PART, then grid.py options
   local part=$1; shift
   python scripts/grid.py --out "results/2cores/$part" --cpus-per-run 1 "$@"
 }
-parts=${*:-"her_all configs seeds reach hand"}
+parts=${*:-"her_all configs seeds reach hand figures"}
 for part in $parts; do
   case $part in
     # 1. DDPG+HER sparse on all 13 environments, seed 1: the shape of each curve (Figure 3, Figure 4, Appendix C).
@@ -40,6 +40,27 @@ for part in $parts; do
       HandManipulateEggRotate-v0 HandManipulatePenFull-v0 --configs ddpg_her --seeds 1 --epochs 5 \
       HandManipulateBlockRotateZ-v0=12 HandManipulateBlockRotateXYZ-v0=12 HandManipulateEggFull-v0=12 \
       HandManipulatePenRotate-v0=12 ;;
-    *) echo "unknown part $part (her_all, configs, seeds, reach, hand)"; exit 2 ;;
+    # The figures and tables of docs/results.md, redrawn from the parts' logs (no training; any time, also mid-way):
+    # the paper's Figure 3, Figure 4 and Appendix C at this scale. Part 1's hand-manipulation runs (1-2 epochs) are
+    # left out: part 5 ran them again, longer.
+    figures)
+      r=results/2cores
+      fetch="FetchReach-v0 FetchPush-v0 FetchSlide-v0 FetchPickAndPlace-v0"
+      hand="HandManipulateBlockRotateZ-v0 HandManipulateBlockRotateParallel-v0 HandManipulateBlockRotateXYZ-v0
+        HandManipulateBlockFull-v0 HandManipulateEggRotate-v0 HandManipulateEggFull-v0 HandManipulatePenRotate-v0
+        HandManipulatePenFull-v0"
+      scale="2-core defaults, an epoch 40,000 env steps (Fetch, HandReach) or 80,000 (the paper: 95,000 and 190,000)"
+      python scripts/plot.py --runs-dir $r/her_all/runs/Fetch* $r/seeds/runs $r/configs/runs $r/reach/runs \
+        --envs $fetch --exps ddpg_her ddpg_her_dense ddpg ddpg_dense --out $r/figure3.png \
+        --title "Figure 3 at reduced scale: $scale"
+      python scripts/plot.py --runs-dir $r/her_all/runs/HandReach* $r/configs/runs $r/hand/runs \
+        --envs HandReach-v0 HandManipulateBlockRotateXYZ-v0 HandManipulateEggFull-v0 HandManipulatePenRotate-v0 \
+        --exps ddpg_her ddpg_her_dense ddpg ddpg_dense --out $r/figure4.png --title "Figure 4 at reduced scale: $scale"
+      for x in epoch env_steps; do
+        python scripts/plot.py --runs-dir $r/her_all/runs/Fetch* $r/her_all/runs/HandReach* $r/seeds/runs $r/hand/runs \
+          --envs $fetch HandReach-v0 $hand --exps ddpg_her --x $x --out $r/appendix_c_$x.png \
+          --title "Appendix C at reduced scale, DDPG+HER sparse: $scale"
+      done ;;
+    *) echo "unknown part $part (her_all, configs, seeds, reach, hand, figures)"; exit 2 ;;
   esac
 done
