@@ -375,7 +375,8 @@ if __name__ == "__main__":
     start_epoch, global_step, episodes, n_updates, elapsed_before, rows = 0, 0, 0, 0, 0.0, []
     no_bf16 = f" (no bf16 matmuls on this {device.type})" if args.bf16_matmul else ""
     precision = "bf16 matmuls" if bf16 else "fp32" + no_bf16
-    threads = f"envs on {env_threads} threads, updates on {device} ({update_threads} threads), {precision}"
+    threads = (f"envs on {plural(env_threads, 'thread')}, updates on {device} ({plural(update_threads, 'thread')}), "
+               f"{precision}")
     if ckpt:  # restore everything the next epoch depends on
         start_epoch, global_step, episodes, n_updates = ckpt["epoch"], ckpt["step"], ckpt["episodes"], ckpt["updates"]
         for net, state in zip(nets, ckpt["nets"], strict=True):
