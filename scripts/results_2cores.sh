@@ -24,9 +24,10 @@ for part in $parts; do
       HandManipulatePenRotate-v0=2 ;;
     # 2. The other three configurations on FetchPush, FetchPickAndPlace and HandReach (the paper's orderings), seeds
     # 1-2 (seed 1 of every run first); DDPG+HER sparse comes from parts 1 and 3. Shorter than part 1: the orderings
-    # show early, and these curves are compared with DDPG+HER's over the same first epochs.
+    # show early, and these curves are compared with DDPG+HER's over the same first epochs. FetchPush (first run to
+    # 10 epochs, then extended to 25): long enough to tell dense HER from DDPG.
     configs) grid configs --envs FetchPush-v0 FetchPickAndPlace-v0 HandReach-v0 --seeds 1 2 \
-      --configs ddpg_her_dense ddpg ddpg_dense --epochs 10 FetchPickAndPlace-v0=12 ;;
+      --configs ddpg_her_dense ddpg ddpg_dense --epochs 10 FetchPickAndPlace-v0=12 FetchPush-v0=25 ;;
     # 3. More seeds of DDPG+HER sparse on the Fetch tasks (3 in all, at part 1's budgets).
     seeds) grid seeds --envs FetchReach-v0 FetchPush-v0 FetchPickAndPlace-v0 FetchSlide-v0 --configs ddpg_her \
       --seeds 2 3 --epochs 5 FetchPush-v0=15 FetchPickAndPlace-v0=25 FetchSlide-v0=25 ;;
