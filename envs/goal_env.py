@@ -79,7 +79,7 @@ def array_namespace(*arrays):
 
     This module never imports torch: array_api_compat recognises a tensor by its type, once the caller has torch.
     Nor does numpy need array_api_compat: it is imported on the first other input (the reference venv of
-    scripts/parity.py, say, runs these environments without it).
+    tests/parity.py, say, runs these environments without it).
     """
     for x in arrays:
         if type(x) is not np.ndarray and not isinstance(x, _NUMPY_INPUTS):

@@ -334,7 +334,7 @@ FETCH_TASKS = {
 }
 # The gripper's site after the start-up (fetch_env.py `_env_setup`), as our environments put it on MuJoCo 4.0. On
 # MuJoCo 3.3.7 they equal the canonical ones, except that there Push's gripper starts 1.7 cm further back
-# (docs/environments.md; scripts/parity.py compares the whole reset distribution with the canonical one).
+# (docs/environments.md; tests/parity.py compares the whole reset distribution with the canonical one).
 FETCH_INITIAL_GRIPPER = {
     "FetchReach-v0": (1.34181322, 0.74910098, 0.53472178),
     "FetchPush-v0": (1.36285049, 0.74910046, 0.41601312),

@@ -1,15 +1,15 @@
 #!/usr/bin/env python
 """Do the tests catch the bugs they are named for? Break the code one line at a time and run the tests.
 
-    python scripts/mutation_check.py                   # every mutation below
-    python scripts/mutation_check.py --list            # their names, files and test selections
-    python scripts/mutation_check.py --only fetch_reach_target_range hand_reach_np_random
-    python scripts/mutation_check.py --only 'fetch_*' --skip '*@parity'   # shell-style patterns
-    python scripts/mutation_check.py --baseline        # first check that each selection passes unmutated
+    python tests/mutation_check.py                   # every mutation below
+    python tests/mutation_check.py --list            # their names, files and test selections
+    python tests/mutation_check.py --only fetch_reach_target_range hand_reach_np_random
+    python tests/mutation_check.py --only 'fetch_*' --skip '*@parity'   # shell-style patterns
+    python tests/mutation_check.py --baseline        # first check that each selection passes unmutated
 
 Each mutation replaces one exact text (which must occur exactly once) in one file of a scratch copy of the
 repository: the working tree as it is, committed or not, without .git, runs/, .venv* (the reference venv of
-scripts/parity.py is linked in) and caches. The mutation's pytest selection then runs in the copy (with
+tests/parity.py is linked in) and caches. The mutation's pytest selection then runs in the copy (with
 PYTHONPATH on the copy, so the mutated `envs` is the one imported). CAUGHT: pytest reports failing tests (or a
 collection error); SURVIVED: it passes. The copy is restored after each mutation and removed at the end.
 Exit status: 0 when every mutation marked `must_catch` is caught, 1 otherwise, 2 on a set-up error.

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Parity of our environments with the canonical ones: gymnasium-robotics 1.4.2 on mujoco==3.3.7.
 
-    python scripts/parity.py                      # every registered id that has a canonical counterpart
-    python scripts/parity.py --ids FetchPush-v0 --out parity.json
+    python tests/parity.py                      # every registered id that has a canonical counterpart
+    python tests/parity.py --ids FetchPush-v0 --out parity.json
 
 The canonical environments run only on mujoco==3.3.7, so they live in a separate virtual environment (`--venv`,
 default `.venv-ref`, created on first use with `python -m venv` + `pip install mujoco==3.3.7 gymnasium-robotics==1.4.2`).

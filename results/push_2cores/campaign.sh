@@ -4,7 +4,7 @@
 # About 2 hours on 2 cores: DDPG+HER sparse on 3 seeds (bf16 matmuls, the default), the same seed 1 in fp32
 # (--no-bf16-matmul), and seed 1 of each other configuration (DDPG+HER dense for longer: it learns later).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 for seed in 1 2 3; do python ddpg_her.py --env-id FetchPush-v0 --seed $seed --n-epochs 18 --save-model; done
 python ddpg_her.py --env-id FetchPush-v0 --seed 1 --n-epochs 18 --no-bf16-matmul --exp-name ddpg_her_fp32
 python ddpg_her_dense.py --env-id FetchPushDense-v0 --seed 1 --n-epochs 30

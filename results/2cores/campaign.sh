@@ -5,10 +5,10 @@
 # to continue after a kill (finished runs are skipped, interrupted ones resume); raise a part's epochs to extend it.
 # The small logs (config.json, metrics.csv, log.txt; the grid's logs/, figure and table) are kept in the repository,
 # the checkpoints are not (.gitignore). Cut seeds before environments: every environment first gets one curve.
-#   scripts/results_2cores.sh            # every part, in order
-#   scripts/results_2cores.sh her_all    # one part
+#   results/2cores/campaign.sh            # every part, in order
+#   results/2cores/campaign.sh her_all    # one part
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 grid() {  # PART, then grid.py options
   local part=$1; shift
   python scripts/grid.py --out "results/2cores/$part" --cpus-per-run 1 "$@"
