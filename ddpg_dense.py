@@ -1,7 +1,7 @@
 # DDPG with dense rewards (no HER): configuration 4 of Plappert et al. 2018 (section 1.4; hyperparameters: Appendix B).
 # Where the paper is silent this follows OpenAI Baselines' `baselines/her` (the paper's code): lines say "Baselines".
 #   python ddpg_dense.py --env-id FetchPickAndPlaceDense-v0 --seed 3   train; the defaults suit a 2-core laptop
-#   python ddpg_dense.py --paper-budget                                the paper's budget per epoch (see README.md)
+#   python ddpg_dense.py --paper-budget                                the paper's budget per epoch (docs/algorithm.md)
 #   python ddpg_dense.py --resume runs/RUN_NAME                        continue an interrupted run
 #   python evaluate.py runs/RUN_NAME/model.pt --episodes 100           test a policy saved with --save-model
 import os
@@ -9,13 +9,9 @@ import os
 os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering for --capture-video; read when mujoco first renders
 import contextlib
 import copy
-import ctypes
-import json
-import signal
-import socket
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
@@ -25,7 +21,8 @@ import torch.nn.functional as F
 import tyro
 
 import envs  # registers FetchReach-v0, FetchPush-v0, ... and their ...Dense-v0 twins
-from evaluate import atomic_save, cuda_graph, load_resume, plural, test_episode, write_csv  # shared, not algorithm
+from evaluate import test_episode
+from run_plumbing import Run, check_args, cuda_graph, explain_oom, fail, pick_compute  # what is not algorithm
 
 DENSE = True  # this file's configuration: dense rewards, -distance to the goal (the ...Dense-v0 ids)
 USE_HER = False  # this file's configuration: plain DDPG, no hindsight relabelling
@@ -91,7 +88,7 @@ class Args:
     cudagraphs: bool = True
     """on a GPU, replay each update (sampling, relabelling, rewards, gradient step) as one captured CUDA graph"""
     bf16_matmul: bool = True
-    """hidden layers' matmuls in bfloat16 where the CPU has AVX512-BF16 or AMX (faster updates; curves: README)"""
+    """hidden layers' matmuls in bfloat16 where the CPU has AVX512-BF16 or AMX (faster; curves: docs/performance.md)"""
     track: bool = False
     """log to Weights & Biases (offline when there is no network)"""
     wandb_project_name: str = "multi-goal-rl"
@@ -149,13 +146,18 @@ class Critic(nn.Module):
         return mlp_forward(self.net, torch.cat([x, u / self.max_u], 1), self.bf16)
 
 
-class Normalizer:
+class Normalizer(nn.Module):
     """Running mean/std per element of [o, g] (Baselines' normalizer.py keeps one for o and one for g: the same)."""
 
     def __init__(self, size, eps, clip_obs, norm_clip, device="cpu"):
+        super().__init__()
         self.eps, self.clip_obs, self.norm_clip = eps, clip_obs, norm_clip
-        self.sum, self.sumsq, self.count = (torch.zeros(s, dtype=torch.float64, device=device) for s in (size, size, ()))
-        self.mean, self.std = torch.zeros(size, device=device), torch.ones(size, device=device)
+        # Buffers: in the state dict (checkpoints, model.pt), moved with the module, loaded in place (CUDA graphs).
+        self.register_buffer("sum", torch.zeros(size, dtype=torch.float64, device=device))
+        self.register_buffer("sumsq", torch.zeros(size, dtype=torch.float64, device=device))
+        self.register_buffer("count", torch.zeros((), dtype=torch.float64, device=device))
+        self.register_buffer("mean", torch.zeros(size, device=device))
+        self.register_buffer("std", torch.ones(size, device=device))
 
     def update(self, x):  # in place, statistics in float64: a captured CUDA graph reads mean and std where they are
         x = torch.as_tensor(x, device=self.mean.device).clamp(-self.clip_obs, self.clip_obs).double()
@@ -167,7 +169,7 @@ class Normalizer:
         self.mean.copy_(mean)
         self.std.copy_((self.sumsq / count - mean.square()).clamp(min=self.eps**2).sqrt())
 
-    def __call__(self, x):
+    def forward(self, x):
         x = (x.clamp(-self.clip_obs, self.clip_obs) - self.mean) / self.std
         return x.clamp_(-self.norm_clip, self.norm_clip)
 
@@ -191,8 +193,11 @@ class EpisodeReplay:
 
     def __init__(self, size_in_transitions, T, dims, rng, device="cpu"):
         self.size, self.n, self.rng = size_in_transitions // T, 0, rng
-        rows = dict(o=T + 1, ag=T + 1, g=T, u=T)  # o and ag keep the final observation of the episode
-        self.ep = {k: torch.empty((self.size, rows[k], dims[k]), device=device) for k in rows}
+        # o and ag keep the final observation of each episode too: T + 1 rows
+        shapes = dict(o=(T + 1, dims["o"]), ag=(T + 1, dims["ag"]), g=(T, dims["g"]), u=(T, dims["u"]))
+        nbytes = 4 * self.size * sum(rows * dim for rows, dim in shapes.values())  # float32
+        with explain_oom("the replay buffer", nbytes, "--buffer-size", torch.device(device)):
+            self.ep = {k: torch.empty((self.size, *shape), device=device) for k, shape in shapes.items()}
         self.n_eps = torch.zeros((), dtype=torch.float64, device=device)  # self.n where a CUDA graph can read it
         self.unsaved = np.zeros(self.size, bool)  # episodes stored since the last checkpoint, which writes just those
 
@@ -234,42 +239,15 @@ def update(nets, optimizer, norm, x, u, r, gamma, clip_return, action_l2):
     return torch.stack([actor_loss.detach(), critic_loss.detach(), q.detach().mean()])
 
 
-def fail(message):
-    sys.exit(f"{os.path.basename(__file__)}: error: {message}")
-
-
-def check_args(args):
-    if args.env_id not in gym.registry:
-        fail(f"unknown environment id {args.env_id!r}; valid ids are: {', '.join(envs.ENV_IDS)}")
-    if args.env_id in envs.ENV_IDS and ("Dense" in args.env_id) != DENSE:
-        fail(f"{args.env_id} has {'dense' if 'Dense' in args.env_id else 'sparse'} rewards but this script is the "
-             f"{'dense' if DENSE else 'sparse'}-reward configuration; use ddpg{'_her' if USE_HER else ''}"
-             f"{'' if DENSE else '_dense'}.py for it")
-    rules = [("must be positive", lambda v: v > 0, "n_epochs n_envs n_cycles n_batches batch_size buffer_size hidden "
-              "n_layers actor_lr critic_lr clip_obs norm_clip norm_eps"),
-             ("must be >= 0", lambda v: v >= 0, "n_test_rollouts noise_eps action_l2 torch_threads"),
-             ("must be in [0, 1]", lambda v: 0 <= v <= 1, "random_eps polyak"),
-             ("must be in [0, 1)", lambda v: v is None or 0 <= v < 1, "gamma")]
-    for message, ok, names in rules:
-        for name in names.split():
-            if not ok(getattr(args, name)):
-                fail(f"--{name.replace('_', '-')} {message}, got {getattr(args, name)}")
-
-
 if __name__ == "__main__":
     args = tyro.cli(Args)
-    ckpt = None
-    if args.resume:
-        ckpt, args = load_resume(args, __file__)
-        if ckpt["epoch"] == args.n_epochs:  # nothing to do; config.json and metrics.csv stay as they are
-            print(f"{args.resume} is already complete: {plural(args.n_epochs, 'epoch')} "
-                  f"(add --n-epochs N to extend it)")
-            sys.exit(0)
+    run = Run(args, __file__)  # --resume: the saved options and the checkpoint (a finished run stops here)
+    args = run.args
     if args.paper_budget:  # 19 MPI workers x 2 rollouts, 256 transitions per worker's batch, 1e6 per worker's buffer
         args.n_envs, args.batch_size, args.buffer_size = 38, 19 * 256, 19 * 1_000_000
         if args.env_id == "FetchReach-v0":  # Baselines' config.py: n_cycles=10 for 'FetchReach-v1' (exact id) only
             args.n_cycles = 10
-    check_args(args)
+    check_args(args, DENSE, USE_HER)
     # One env in this process gives the spaces, T and compute_reward, called once per batch of relabelled goals.
     env = gym.make(args.env_id)
     try:
@@ -286,60 +264,30 @@ if __name__ == "__main__":
     dims = dict(o=dim_o, g=dim_g, ag=dim_g, x=dim_o + dim_g, u=env.action_space.shape[0])
     if args.buffer_size < args.n_envs * T:
         fail(f"--buffer-size {args.buffer_size} cannot hold one cycle of {args.n_envs} episodes of {T} steps")
-    run_name = ckpt["run_name"] if ckpt else f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    run_dir = args.resume if ckpt else f"runs/{run_name}"  # a resumed run stays where it is, whatever the cwd
-    os.makedirs(f"{run_dir}/replay", exist_ok=True)
-    log_file = open(f"{run_dir}/log.txt", "a", buffering=1)  # line-buffered: what was logged survives a kill
 
-    def log(message):  # to the terminal and to the run's log.txt
-        print(message, flush=True)
-        print(message, file=log_file)
-
-    # TRY NOT TO MODIFY: seeding and threads (same seed and threads, same run on a CPU; resumes restore rng and torch's)
+    # TRY NOT TO MODIFY: seeding, device and threads (same seed and threads, same run on a CPU; resumes restore RNGs)
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
-    update_threads = args.torch_threads or torch.get_num_threads()  # PyTorch's default: one per physical core
-    env_threads = min(args.n_envs, args.env_threads or len(os.sched_getaffinity(0)))
-    torch.set_num_threads(1)  # rollouts: the policy on n_envs observations, too small to share out; updates: below
-    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
-    graphs = device.type == "cuda" and args.cudagraphs
-    bf16 = args.bf16_matmul and (torch.cuda.is_bf16_supported() if device.type == "cuda"
-                                 else torch.ops.mkldnn._is_mkldnn_bf16_supported())  # CPUs: AVX512-BF16 or AMX
-    with contextlib.suppress(OSError):  # glibc gives freed tensors back to the OS, then page-faults them in again
-        ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 25), ctypes.CDLL("libc.so.6").mallopt(-1, 1 << 30)  # mmap, trim
-
-    config = dict(asdict(args), run_name=run_name, T=T, gamma=gamma, clip_return_value=clip_return,
-                  her_future_p=her_future_p, dims=dims, torch=torch.__version__, threads=update_threads,
-                  env_threads=env_threads, bf16=bf16, device=str(device))
-    with open(f"{run_dir}/config.json", "w") as f:
-        json.dump(config, f, indent=2)
-    if args.track:
-        import wandb
-
-        if "WANDB_MODE" not in os.environ:  # never block: offline without a network or an API key (`wandb sync` later)
-            with contextlib.suppress(OSError):
-                socket.create_connection(("api.wandb.ai", 443), timeout=3).close()
-                os.environ["WANDB_MODE"] = "online" if wandb.api.api_key else "offline"
-            os.environ.setdefault("WANDB_MODE", "offline")
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, group=args.wandb_group,
-                   tags=list(args.wandb_tags), name=run_name, id=run_name.replace("/", "_"), resume="allow",
-                   config=config, save_code=True)
-
-    vec = envs.ThreadVectorEnv([lambda: gym.make(args.env_id)] * args.n_envs, env_threads)  # as AsyncVectorEnv, faster
+    compute = pick_compute(args)  # device (--cuda), bf16 matmuls, update and env threads
+    device = compute.device
+    run.start(dict(T=T, gamma=gamma, clip_return_value=clip_return, her_future_p=her_future_p, dims=dims), compute)
+    vec = envs.ThreadVectorEnv([lambda: gym.make(args.env_id)] * args.n_envs, compute.env_threads)  # as Async, faster
     video_env = gym.make(args.env_id, render_mode="rgb_array") if args.capture_video else None  # one episode an epoch
 
     # ALGO LOGIC: networks, one Adam for both (two parameter groups), target networks
-    actor = Actor(dims["x"], dims["u"], args.hidden, args.n_layers, max_u, bf16).to(device)
-    critic = Critic(dims["x"], dims["u"], args.hidden, args.n_layers, max_u, bf16).to(device)
+    actor = Actor(dims["x"], dims["u"], args.hidden, args.n_layers, max_u, compute.bf16).to(device)
+    critic = Critic(dims["x"], dims["u"], args.hidden, args.n_layers, max_u, compute.bf16).to(device)
     actor_target, critic_target = copy.deepcopy(actor), copy.deepcopy(critic)
     nets = (actor, critic, actor_target, critic_target)
     main_params = list(actor.parameters()) + list(critic.parameters())
     target_params = list(actor_target.parameters()) + list(critic_target.parameters())
     optimizer = torch.optim.Adam([dict(params=actor.parameters(), lr=args.actor_lr),
                                   dict(params=critic.parameters(), lr=args.critic_lr)], fused=True,
-                                 capturable=graphs)  # its step count on the GPU, for CUDA graphs
+                                 capturable=compute.cudagraphs)  # its step count on the GPU, for CUDA graphs
     norm = Normalizer(dims["x"], args.norm_eps, args.clip_obs, args.norm_clip, device)
     replay = EpisodeReplay(args.buffer_size, T, dims, rng, device)
+    state = dict(actor=actor, critic=critic, actor_target=actor_target, critic_target=critic_target,
+                 optimizer=optimizer, normalizer=norm)  # what a checkpoint saves and a resume restores
     stats = torch.zeros(3, device=device)  # sums of [actor loss, critic loss, Q] over an epoch: no sync per update
 
     def train_batch():  # one update: a HER-relabelled batch, its rewards, a gradient step; all on `device`
@@ -347,8 +295,8 @@ if __name__ == "__main__":
         r = compute_reward(ag_next, x[0, :, dims["o"] :], {}).float()[:, None]  # the env's own reward, on tensors
         stats.add_(update(nets, optimizer, norm, x, u, r, gamma, clip_return, args.action_l2))
 
-    if graphs:  # LeanRL: one graph launch instead of ~150 kernel launches
-        train_batch = cuda_graph(train_batch)
+    if compute.cudagraphs:  # LeanRL: one graph launch instead of ~150 kernel launches (eager if capture fails)
+        train_batch = cuda_graph(train_batch, run)
     ep = {k: np.empty((args.n_envs, T + (k in ("o", "ag")), dims[k]), np.float32) for k in ("o", "ag", "g", "u")}
 
     def rollout(explore):
@@ -370,56 +318,15 @@ if __name__ == "__main__":
         ep["o"][:, T], ep["ag"][:, T] = obs["observation"], obs["achieved_goal"]
         return np.asarray(info["is_success"], np.float64), keep
 
-    start_epoch, global_step, episodes, n_updates, elapsed_before, rows = 0, 0, 0, 0, 0.0, []
-    no_bf16 = f" (no bf16 matmuls on this {device.type})" if args.bf16_matmul else ""
-    precision = "bf16 matmuls" if bf16 else "fp32" + no_bf16
-    threads = (f"envs on {plural(env_threads, 'thread')}, updates on {device} ({plural(update_threads, 'thread')}), "
-               f"{precision}")
-    if ckpt:  # restore everything the next epoch depends on
-        start_epoch, global_step, episodes, n_updates = ckpt["epoch"], ckpt["step"], ckpt["episodes"], ckpt["updates"]
-        for net, state in zip(nets, ckpt["nets"], strict=True):
-            net.load_state_dict(state)
-        optimizer.load_state_dict(ckpt["optimizer"])
-        for group in optimizer.param_groups:  # this device's setting, not the checkpoint's (a GPU run on a CPU)
-            group["capturable"] = graphs
-        for k, v in ckpt["normalizer"].items():  # in place (the update graph reads them); older runs saved numpy
-            if torch.is_tensor(getattr(norm, k, None)):
-                getattr(norm, k).copy_(torch.as_tensor(v))
-        for e in range(1, start_epoch + 1):  # the replay buffer, as written: each epoch's new episodes, in order
-            part = np.load(f"{run_dir}/replay/{e:05d}.npz")
-            replay.store(part, part["idx"])
-        replay.n, replay.unsaved[:] = ckpt["replay_n"], False
-        replay.n_eps.fill_(replay.n)
-        rng.bit_generator.state = ckpt["np_rng"]
-        torch.set_rng_state(ckpt["torch_rng"])
-        if device.type == "cuda" and ckpt.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(ckpt["cuda_rng"])
-        elapsed_before, rows = ckpt["elapsed"], ckpt["rows"]
-        write_csv(rows, f"{run_dir}/metrics.csv")  # drops rows of epochs after the checkpoint: they are redone
-        log(f"resumed {run_dir} after epoch {start_epoch} ({global_step:,} env steps, {episodes:,} episodes); "
-            f"epochs {start_epoch + 1}..{args.n_epochs} to go; {threads}")
-        ckpt = None  # the replay copy in it is as big as the replay buffer
+    if run.resumed:  # restore everything the next epoch depends on
+        start_epoch, global_step, episodes, n_updates = run.restore(state, replay, rng)
     else:
-        log(f"run {run_dir}: {args.env_id}, {args.n_envs} envs x {args.n_cycles} cycles = {args.n_envs * args.n_cycles}"
-            f" episodes and {args.n_cycles * args.n_batches} updates of batch {args.batch_size} per epoch; T={T}, "
-            f"gamma={gamma:.4f}, her_future_p={her_future_p}; {threads}")
-    n_cpus = len(os.sched_getaffinity(0))
-    if update_threads > 1 and os.getloadavg()[0] > n_cpus - 0.5:  # README: 9 env steps/s instead of 690 on 2 cores
-        log(f"warning: the machine is busy (load {os.getloadavg()[0]:.1f} on {n_cpus} CPUs), and updates on "
-            f"{update_threads} threads stall behind other jobs; --torch-threads 1 (and --env-threads 1) is safer")
+        start_epoch, global_step, episodes, n_updates = 0, 0, 0, 0
+        run.log(f"run {run.dir}: {args.env_id}, {args.n_envs} envs x {args.n_cycles} cycles = "
+                f"{args.n_envs * args.n_cycles} episodes and {args.n_cycles * args.n_batches} updates of batch "
+                f"{args.batch_size} per epoch; T={T}, gamma={gamma:.4f}, her_future_p={her_future_p}; {compute}")
 
-    start_time, completed = time.time(), start_epoch  # completed: epochs whose checkpoint is on disk
-    writing = []  # non-empty while an epoch's files are written: a Ctrl-C or kill then waits until they are
-
-    def stop(signum, frame):  # `kill` (SIGTERM) stops a run like Ctrl-C; also for runs started in the background (&)
-        if writing:
-            writing.append(signum)
-        else:
-            raise KeyboardInterrupt
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, stop)
-    try:
+    with run.guard(), contextlib.closing(vec):  # Ctrl-C, kill: completed epochs are kept; the log says how to go on
         for epoch in range(start_epoch, args.n_epochs):
             vec.reset(seed=args.seed * 100_000 + epoch * args.n_envs)  # seeded per epoch: resumes repeat runs exactly
             epoch_start, train_success, update_s = time.time(), [], 0.0
@@ -435,7 +342,7 @@ if __name__ == "__main__":
                 replay.store(new)
                 # Baselines: the normaliser sees the new episodes as the learner will (here: no relabelling).
                 norm.update(sample_transitions(new, len(new["u"]), len(new["u"]) * T, her_future_p)[0][0])
-                torch.set_num_threads(update_threads)
+                torch.set_num_threads(compute.update_threads)
                 update_start = time.time()
                 for _ in range(args.n_batches if replay.n else 0):  # (no episode kept yet: nothing to learn from)
                     train_batch()
@@ -450,52 +357,20 @@ if __name__ == "__main__":
             test_success = [rollout(explore=False)[0] for _ in range(args.n_test_rollouts)]
             test_s = time.time() - test_start
             if args.capture_video:
-                video = test_episode(video_env, actor, norm, epoch, f"videos/{run_name}/epoch{epoch + 1:03d}")[1]
-                log(f"video of a test episode after epoch {epoch + 1}: {video}")
-            writing.append("epoch files")
+                video = test_episode(video_env, actor, norm, epoch, f"videos/{run.name}/epoch{epoch + 1:03d}")[1]
+                run.log(f"video of a test episode after epoch {epoch + 1}: {video}")
             a_loss, c_loss, mean_q = (stats / (args.n_cycles * args.n_batches)).tolist()
-            elapsed = elapsed_before + time.time() - start_time
             metrics = dict(epoch=epoch + 1, env_steps=global_step, episodes=episodes, updates=n_updates,
                            test_success=float(np.mean(test_success)) if test_success else float("nan"),
                            train_success=float(np.mean(train_success)), mean_q=mean_q, actor_loss=a_loss,
-                           critic_loss=c_loss, sps=args.n_cycles * args.n_envs * T / train_time, elapsed_s=elapsed,
-                           collect_s=train_time - update_s, update_s=update_s, test_s=test_s)  # seconds per phase
-            log(f"epoch {epoch + 1}/{args.n_epochs} | steps {global_step:,} | episodes {episodes:,} | test success "
-                f"{metrics['test_success']:.3f} | train success {metrics['train_success']:.3f} | Q {mean_q:.2f} | "
-                f"actor loss {a_loss:.3f} | critic loss {c_loss:.4f} | {metrics['sps']:.0f} steps/s | "
-                f"{elapsed / 60:.1f} min")
-            rows.append(metrics)
-            write_csv(rows, f"{run_dir}/metrics.csv")
-            if args.track:
-                wandb.log(metrics, step=global_step)
-            model = dict(script=os.path.abspath(__file__), args=asdict(args), epoch=epoch + 1, dims=dims,
-                         max_u=max_u, actor=actor.state_dict(), normalizer=vars(norm))
-            if args.save_model:
-                atomic_save(model, f"{run_dir}/model.pt")
-            if args.checkpoint:  # the replay buffer incrementally: only the episodes stored since the last checkpoint
-                new = np.flatnonzero(replay.unsaved)
-                atomic_save(dict(idx=new, **{k: v[torch.from_numpy(new).to(device)].cpu().numpy()
-                                             for k, v in replay.ep.items()}), f"{run_dir}/replay/{epoch + 1:05d}.npz")
-                replay.unsaved[:] = False
-                atomic_save(dict(model, run_name=run_name, nets=[net.state_dict() for net in nets], rows=rows,
-                                 optimizer=optimizer.state_dict(), np_rng=rng.bit_generator.state, replay_n=replay.n,
-                                 elapsed=elapsed, torch_rng=torch.get_rng_state(), step=global_step,
-                                 cuda_rng=torch.cuda.get_rng_state() if device.type == "cuda" else None,
-                                 episodes=episodes, updates=n_updates), f"{run_dir}/checkpoint.pt")
-            completed = epoch + 1
-            writing.pop(0)
-            if writing:  # a Ctrl-C or kill came while the files were written: stop now that they are
-                raise KeyboardInterrupt
-    except BaseException as error:  # Ctrl-C, kill, or an error: say what survived and how to go on from there
-        what = "interrupted" if isinstance(error, KeyboardInterrupt) else f"stopped by {type(error).__name__}"
-        log(f"{what} after {plural(completed, 'completed epoch')}; continue from there with: "
-            f"python {os.path.basename(__file__)} --resume {run_dir}")
-        if not isinstance(error, KeyboardInterrupt):
-            raise
-        sys.exit(130)
-    finally:
-        vec.close()
-    if args.track:
-        wandb.finish()
-    log(f"done: {plural(args.n_epochs, 'epoch')}, {global_step:,} env steps in "
-        f"{(elapsed_before + time.time() - start_time) / 60:.1f} min")
+                           critic_loss=c_loss, sps=args.n_cycles * args.n_envs * T / train_time,
+                           elapsed_s=run.elapsed(), collect_s=train_time - update_s, update_s=update_s, test_s=test_s)
+            # metrics.csv, model.pt (what evaluate.py needs) and checkpoint.pt, safe from Ctrl-C and kill -9;
+            # the epoch's line comes after them: a run stopped once it is printed keeps the epoch
+            run.end_epoch(metrics, dict(dims=dims, max_u=max_u, actor=actor.state_dict(), normalizer=norm.state_dict()),
+                          state, replay, rng, dict(step=global_step, episodes=episodes, updates=n_updates))
+            run.log(f"epoch {epoch + 1}/{args.n_epochs} | steps {global_step:,} | episodes {episodes:,} | test success "
+                    f"{metrics['test_success']:.3f} | train success {metrics['train_success']:.3f} | Q {mean_q:.2f} | "
+                    f"actor loss {a_loss:.3f} | critic loss {c_loss:.4f} | {metrics['sps']:.0f} steps/s | "
+                    f"{metrics['elapsed_s'] / 60:.1f} min")
+    run.finish(global_step)

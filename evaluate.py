@@ -5,8 +5,7 @@
 
 The checkpoint records the script that wrote it (ddpg_her.py, ddpg.py, ... or your fork of one); the Actor and
 Normalizer classes are loaded from that file, so a fork that changes them is evaluated with its own code. The
-training scripts import `test_episode` from here for their per-epoch videos (--capture-video), and the file,
---resume and CUDA-graph helpers that are not part of the algorithm (atomic_save, write_csv, load_resume, cuda_graph).
+training scripts import `test_episode` from here for their per-epoch videos (--capture-video).
 """
 
 import importlib.util
@@ -34,53 +33,6 @@ class Args:
     """record every episode to videos/eval__RUN_NAME/ (mp4 with imageio-ffmpeg installed, else GIF)"""
 
 
-# ---- shared by the training scripts, not algorithm: files that survive a kill, and --resume --------------------
-def atomic_save(obj, path):  # a dict of arrays to .npz (no pickle, no copy), anything else with torch.save
-    with open(path + ".tmp", "wb") as f:
-        np.savez(f, **obj) if path.endswith(".npz") else torch.save(obj, f)
-    os.replace(path + ".tmp", path)  # a kill mid-write leaves the previous file intact
-
-
-def write_csv(rows, path):  # rewritten whole and atomically each epoch, so a resume can restore it from a checkpoint
-    with open(path + ".tmp", "w") as f:
-        f.write("".join(",".join(map(str, row)) + "\n" for row in [rows[0].keys()] + [r.values() for r in rows]))
-    os.replace(path + ".tmp", path)
-
-
-def plural(n, word):
-    return f"{n:,} {word}{'' if n == 1 else 's'}"
-
-
-def load_resume(args, script):
-    """For a training script's --resume: the checkpoint it names, and the script's Args as saved there, with the
-    options a resumed run may change (--n-epochs, the W&B options); anything else is refused, naming it."""
-    def fail(message):
-        sys.exit(f"{os.path.basename(script)}: error: {message}")
-
-    path = os.path.join(args.resume, "checkpoint.pt") if os.path.isdir(args.resume) else args.resume
-    if not os.path.exists(path):
-        fail(f"--resume {args.resume}: no such run directory or checkpoint file")
-    if not os.path.isfile(path):
-        fail(f"--resume {args.resume}: no checkpoint.pt there (was the run started with --no-checkpoint?)")
-    given = {a[2:].split("=")[0].replace("_", "-").removeprefix("no-") for a in sys.argv[1:] if a.startswith("--")}
-    refused = sorted(given - {"resume", "n-epochs", "track"} - {g for g in given if g.startswith("wandb-")})
-    if refused:  # a resumed run keeps its saved config: anything else would silently not be what the user asked for
-        fail(f"--resume continues a run with its saved config and cannot honour --{', --'.join(refused)}; "
-             f"with --resume only --n-epochs (to extend the run) and the W&B options (--track, --wandb-*) are allowed")
-    ckpt = torch.load(path, weights_only=False, map_location="cpu")  # a run from a GPU resumes on any device
-    if "replay_n" not in ckpt:
-        fail(f"--resume {args.resume}: its checkpoint was written by an older version of this script")
-    if os.path.basename(ckpt["script"]) != os.path.basename(script):
-        fail(f"--resume {args.resume}: that run was made by {os.path.basename(ckpt['script'])}; resume it with "
-             f"python {os.path.basename(ckpt['script'])} --resume {args.resume}")
-    given = {k: v for k, v in vars(args).items() if k.replace("_", "-") in given}  # --n-epochs, W&B options
-    args = type(args)(**{**ckpt["args"], **given, "resume": os.path.dirname(path) or "."})
-    if args.n_epochs < ckpt["epoch"]:
-        fail(f"--n-epochs {args.n_epochs} is fewer than the {ckpt['epoch']} epochs the run has completed")
-    return ckpt, args
-
-
-# ---- evaluation ----------------------------------------------------------------------------------------------
 def save_video(frames, path):
     """Writes path.mp4 (with imageio-ffmpeg) or else path.gif; returns the file written."""
     import imageio
@@ -110,33 +62,12 @@ def test_episode(env, actor, norm, seed, video_path=None):
     return float(info["is_success"]), video_path
 
 
-def cuda_graph(fn, warmup=3):
-    """fn (no arguments; it reads and writes tensors in place) as a function that runs it eagerly `warmup` times on a
-    side stream, then captures it once as a CUDA graph and from then on replays the graph: one launch for all its
-    kernels, no Python, no host sync (PyTorch's whole-network capture; LeanRL's CudaGraphModule does the same)."""
-    graph, calls = torch.cuda.CUDAGraph(), [0]
-
-    def run():
-        calls[0] += 1
-        if calls[0] <= warmup:  # the warm-up calls are real calls; they allocate Adam's state, cuBLAS workspaces
-            stream = torch.cuda.Stream()
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream):
-                fn()
-            torch.cuda.current_stream().wait_stream(stream)
-            return
-        if calls[0] == warmup + 1:  # capturing records the kernels without running them: the replay below does
-            with torch.cuda.graph(graph):
-                fn()
-        graph.replay()
-
-    return run
-
-
 def load_script(path):
     """The training script that wrote a checkpoint, as a module (importing it registers the envs)."""
-    if not os.path.isfile(path):  # the repository moved: look for the script next to this file
-        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.path.basename(path))
+    here, folder, name = os.path.dirname(os.path.abspath(__file__)), os.path.dirname(path), os.path.basename(path)
+    if not os.path.isfile(path):  # the repository moved: look for it here (ddpg_her.py) or in its folder (research/)
+        path = next((p for p in (os.path.join(here, name), os.path.join(here, os.path.basename(folder), name))
+                     if os.path.isfile(p)), path)
     if not os.path.isfile(path):
         sys.exit(f"evaluate.py: error: the script that wrote this checkpoint, {os.path.basename(path)}, is not found")
     spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
@@ -157,7 +88,10 @@ def evaluate(path, episodes, seed=1, capture_video=False):
     actor.load_state_dict(ckpt["actor"])
     actor.bf16 = cfg.get("bf16_matmul", False) and torch.ops.mkldnn._is_mkldnn_bf16_supported()  # as in training
     norm = script.Normalizer(dims["x"], cfg["norm_eps"], cfg["clip_obs"], cfg["norm_clip"])
-    vars(norm).update(ckpt["normalizer"])
+    if isinstance(norm, torch.nn.Module):  # (a script before run_plumbing.py kept its statistics as attributes)
+        norm.load_state_dict({k: torch.as_tensor(v) for k, v in ckpt["normalizer"].items() if k in norm.state_dict()})
+    else:
+        vars(norm).update(ckpt["normalizer"])
     video_dir = f"videos/eval__{os.path.basename(os.path.dirname(os.path.abspath(path)))}"
     results = [test_episode(env, actor, norm, 10**9 + seed * 100_000 + i,
                             f"{video_dir}/episode{i:03d}" if capture_video else None) for i in range(episodes)]

@@ -1,14 +1,15 @@
 """Run a grid of training runs (environments x configurations x seeds) on Ray, e.g. one of the paper's figures.
 
-Each run is one of the four training scripts, started as a subprocess with the command line a user would type, in
-the grid directory (--out DIR; the runs go to DIR/runs/, each attempt's output to DIR/logs/). Ray schedules them:
-a run is a Ray task that asks for --cpus-per-run CPUs (and --gpus-per-run GPUs, a fraction is fine), so as many run
-at once as the machine, or the cluster (--address), has room for.
+Each run is one of the four training scripts or a fork of one (--configs research/my_idea), started as a subprocess
+with the command line a user would type, in the grid directory (--out DIR; the runs go to DIR/runs/, each attempt's
+output to DIR/logs/). Ray schedules them: a run is a Ray task that asks for --cpus-per-run CPUs (and --gpus-per-run
+GPUs, a fraction is fine), so as many run at once as the machine, or the cluster (--address), has room for.
 
     python scripts/grid.py --figure figure3 --smoke                 # the whole grid with a tiny budget, minutes
     python scripts/grid.py --figure figure3 --envs FetchPush-v0 --seeds 1 2 --out grids/push
     python scripts/grid.py --envs FetchReach-v0 --configs ddpg_her ddpg --epochs 10 --extra "--n-cycles 10"
     python scripts/grid.py --figure appendix_c --address auto       # on a running Ray cluster (docs/grid.md)
+    python scripts/grid.py --envs FetchPush-v0 --configs ddpg_her research/my_idea --extra "" --epochs 15
 
 Rerun the same command after a kill, a crash or a reboot: finished runs are skipped, interrupted ones continue with
 --resume (no completed epoch is lost), runs killed before their first epoch start afresh. A failing run is retried
@@ -50,12 +51,20 @@ def paper_epochs(env):  # section 1.4: 50 epochs for Fetch and HandReach, 200 fo
     return 50 if env.startswith(("Fetch", "HandReach")) else 200
 
 
+def script(config):  # a configuration is a training script: ddpg_her, or a fork's path such as research/td3_her
+    return os.path.join(ROOT, config) + ".py"
+
+
+def exp_name(config):  # the scripts' exp_name: their file's name (research/td3_her: td3_her)
+    return os.path.basename(config)
+
+
 def env_id(env, config):  # the dense configurations run on the ...Dense-v0 twin
-    return env.replace("-v0", "Dense-v0") if config.endswith("_dense") else env
+    return env.replace("-v0", "Dense-v0") if exp_name(config).endswith("_dense") else env
 
 
 def run_key(run):
-    return f"{env_id(run['env'], run['config'])}__{run['config']}__{run['seed']}"
+    return f"{env_id(run['env'], run['config'])}__{exp_name(run['config'])}__{run['seed']}"
 
 
 def run_dirs(out, run):  # the run's directories, oldest first (the scripts name them ENV__EXP__SEED__UNIXTIME)
@@ -106,15 +115,16 @@ def train(run, spec):
     wandb = []
     if spec["track"]:  # one W&B group per (figure, env, configuration): its seeds; tags to filter a report by
         wandb = ["--track", "--wandb-project-name", spec["wandb_project_name"],
-                 "--wandb-group", f"{spec['figure']}-{run['env']}-{config}",
-                 "--wandb-tags", spec["figure"], run["env"], config, f"seed{seed}", f"commit-{spec['commit']}"]
+                 "--wandb-group", f"{spec['figure']}-{run['env']}-{exp_name(config)}",
+                 "--wandb-tags", spec["figure"], run["env"], exp_name(config), f"seed{seed}",
+                 f"commit-{spec['commit']}"]
     if dirs:  # a resumed run keeps its saved config: only its epochs (to extend it) and W&B options may be given
         command = ["--resume", os.path.relpath(dirs[-1], out), "--n-epochs", str(run["epochs"])] + wandb
     else:
         command = ["--env-id", env_id(run["env"], config), "--seed", str(seed), "--n-epochs", str(run["epochs"]),
                    "--torch-threads", str(spec["torch_threads"]), "--env-threads", str(spec["torch_threads"])]
         command += spec["extra"] + wandb
-    command = [sys.executable, os.path.join(ROOT, f"{config}.py")] + command
+    command = [sys.executable, script(config)] + command
     os.makedirs(os.path.join(out, "logs"), exist_ok=True)
     log_path = os.path.join(out, "logs", run_key(run) + ".log")  # every attempt's stdout and stderr
     with open(log_path, "a") as log:
@@ -140,7 +150,8 @@ def parse(argv):
     parser.add_argument("--figure", choices=list(FIGURES), help="a figure of the paper: its environments and budget")
     parser.add_argument("--envs", nargs="+", help="environment ids, sparse (the dense configs use the Dense twin); "
                         "default: the figure's")
-    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), help="configurations (training scripts)")
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), help="configurations: training scripts, the "
+                        "paper's four or forks' paths from the repository root (research/my_idea); default: the four")
     parser.add_argument("--seeds", nargs="+", type=int, help="default: 1 2 3 4 5 (the paper's 5), --smoke: 1")
     parser.add_argument("--epochs", nargs="+", metavar="[ENV=]N", help="epochs per run, for every env (N) or one "
                         "(ENV=N), e.g. --epochs 10 FetchSlide-v0=30; default: the paper's (50 for Fetch and HandReach, "
@@ -178,9 +189,14 @@ def check(parser, args):
         if e not in sparse:
             parser.error(f"unknown environment {e!r} (give the sparse id; the dense configurations use its Dense "
                          f"twin); valid: {' '.join(sparse)}")
+    args.configs = [c.removesuffix(".py") for c in args.configs]
     for c in args.configs:
-        if c not in CONFIGS:
-            parser.error(f"unknown configuration {c!r}; valid: {' '.join(CONFIGS)}")
+        if not os.path.isfile(script(c)):
+            parser.error(f"unknown configuration {c!r}: no {os.path.relpath(script(c), ROOT)}; give one of the paper's "
+                         f"four ({' '.join(CONFIGS)}) or a fork's path from the repository root, e.g. research/my_idea")
+    names_of_runs = [exp_name(c) for c in args.configs]
+    if len(set(names_of_runs)) < len(names_of_runs):
+        parser.error(f"--configs {' '.join(args.configs)}: two scripts of one file name would share run names")
     seeds = args.seeds or ([1] if args.smoke else [1, 2, 3, 4, 5])
     if args.max_retries < 0 or args.cpus_per_run <= 0:
         parser.error("--cpus-per-run must be positive, --max-retries >= 0")
@@ -203,11 +219,15 @@ def check(parser, args):
     import tyro
 
     for config in args.configs:
-        spec = importlib.util.spec_from_file_location(config, os.path.join(ROOT, f"{config}.py"))
-        module = sys.modules[config] = importlib.util.module_from_spec(spec)  # tyro reads Args' source from there
+        spec = importlib.util.spec_from_file_location(exp_name(config), script(config))
+        module = sys.modules[exp_name(config)] = importlib.util.module_from_spec(spec)  # tyro reads Args' source there
         spec.loader.exec_module(module)
+        if module.DENSE != exp_name(config).endswith("_dense"):
+            parser.error(f"{config}.py is a {'dense' if module.DENSE else 'sparse'}-reward script, and the grid runs "
+                         f"the dense environments for the scripts whose names end in _dense: rename it")
         try:
-            module.check_args(tyro.cli(module.Args, args=extra + ["--env-id", env_id(names[0], config)]))
+            parsed = tyro.cli(module.Args, args=extra + ["--env-id", env_id(names[0], config)])
+            module.check_args(parsed, module.DENSE, module.USE_HER)
         except SystemExit as error:
             why = f": {error.code}" if isinstance(error.code, str) else " (see above)"
             parser.error(f"--extra {shlex.join(extra)!r} is refused by {config}.py{why}")
@@ -350,7 +370,8 @@ def main(argv=None):
         title = {"figure3": "Figure 3", "figure4": "Figure 4", "appendix_c": "Appendix C"}.get(spec["figure"], "")
         title = f"{title} {'(smoke) ' if args.smoke else ''}median test success, IQR over seeds".strip()
         subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "plot.py"), "--runs-dir", f"{out}/runs",
-                        "--envs", *spec["envs"], "--exps", *spec["configs"], "--out", name + ".png", "--title", title])
+                        "--envs", *spec["envs"], "--exps", *map(exp_name, spec["configs"]), "--out", name + ".png",
+                        "--title", title])
     return 1 if failed else 0
 
 

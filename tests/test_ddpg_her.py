@@ -23,7 +23,7 @@ import ddpg_her
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "ddpg_her.py")
 # A run of seconds: 1 epoch of 2 cycles, 2 envs, 2 updates of 32 transitions per cycle, 2 test episodes.
-# One update thread: the suite often shares the cores (CI, a run beside it), where several threads stall (README).
+# One update thread: the suite often shares the cores (CI, a run beside it), where several threads stall (docs/performance.md).
 TINY = ["--env-id", "FetchReach-v0", "--n-envs", "2", "--n-cycles", "2", "--n-batches", "2", "--batch-size", "32",
         "--n-test-rollouts", "1", "--hidden", "32", "--buffer-size", "10000", "--torch-threads", "1"]
 TIMING = {"sps", "elapsed_s", "collect_s", "update_s", "test_s"}  # the only columns of metrics.csv allowed to differ between identical runs
@@ -87,7 +87,7 @@ def test_tiny_run_writes_logs_config_and_checkpoints(tmp_path):
     config = json.load(open(os.path.join(path, "config.json")))
     assert config["T"] == 50 and config["gamma"] == pytest.approx(0.98) and config["her_future_p"] == pytest.approx(0.8)
     device = "cuda" if torch.cuda.is_available() else "cpu"  # --cuda (the default) takes a GPU where there is one
-    assert config["device"] == device and f"updates on {device} (" in proc.stdout
+    assert config["device"] == device and f"updates on {device}" in proc.stdout
     assert os.path.exists(os.path.join(path, "checkpoint.pt")) and os.path.exists(os.path.join(path, "model.pt"))
     assert "epoch 1/1 | steps 100 | episodes 2 | test success" in proc.stdout
     assert "done: 1 epoch, 100 env steps" in proc.stdout
@@ -97,10 +97,11 @@ def test_tiny_run_writes_logs_config_and_checkpoints(tmp_path):
     torch.manual_seed(1)
     dims, polyak = ckpt["dims"], ckpt["args"]["polyak"]
     initial = [ddpg_her.Actor(dims["x"], dims["u"], 32, 3, 1.0), ddpg_her.Critic(dims["x"], dims["u"], 32, 3, 1.0)]
-    for net, main, target in zip(initial, ckpt["nets"][:2], ckpt["nets"][2:]):
+    for net, name in zip(initial, ("actor", "critic")):
+        main, target = ckpt["state"][name], ckpt["state"][name + "_target"]
         assert not torch.equal(main["net.0.weight"], net.state_dict()["net.0.weight"])  # the updates moved it
-        for name, w0 in net.state_dict().items():
-            torch.testing.assert_close(target[name], polyak * w0 + (1 - polyak) * main[name], rtol=1e-5, atol=1e-6)
+        for key, w0 in net.state_dict().items():
+            torch.testing.assert_close(target[key], polyak * w0 + (1 - polyak) * main[key], rtol=1e-5, atol=1e-6)
 
 
 def test_same_seed_same_results_and_exploration(tmp_path):
@@ -150,13 +151,20 @@ def test_resume_continues_exactly(tmp_path):
     assert sorted(os.listdir(os.path.join(path, "replay"))) == ["00001.npz", "00002.npz", "00003.npz"]
     whole = torch.load(os.path.join(run_dir(tmp_path, "whole"), "checkpoint.pt"), weights_only=False)
     resumed = torch.load(os.path.join(path, "checkpoint.pt"), weights_only=False)
-    for a, b in zip(whole["nets"] + [whole["normalizer"]], resumed["nets"] + [resumed["normalizer"]]):
-        for key in a:
-            np.testing.assert_array_equal(np.asarray(a[key]), np.asarray(b[key]))
+    for name in ("actor", "critic", "actor_target", "critic_target", "normalizer"):
+        for key, value in whole["state"][name].items():
+            np.testing.assert_array_equal(value.numpy(), resumed["state"][name][key].numpy())
     other = subprocess.run([sys.executable, os.path.join(ROOT, "ddpg.py"), "--resume", path], cwd=tmp_path,
                            capture_output=True, text=True, timeout=300)
     assert other.returncode == 1 and "that run was made by ddpg_her.py; resume it with python ddpg_her.py" in \
         other.stderr
+    # A checkpoint of the format before run_plumbing.py is refused, saying why and what to do instead.
+    ckpt = torch.load(os.path.join(path, "checkpoint.pt"), weights_only=False)
+    del ckpt["format"]
+    torch.save(ckpt, os.path.join(path, "checkpoint.pt"))
+    proc = run(tmp_path, "--resume", path, "--n-epochs", "4", check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "its checkpoint was written by an older version of the training scripts" in proc.stderr
 
 
 def evaluate(cwd, *options):
@@ -320,7 +328,7 @@ def test_a_gpu_checkpoint_resumes_on_a_cpu(tmp_path):
     run(tmp_path, *TINY, "--n-epochs", "1", "--exp-name", "gpu", "--no-cuda")
     path = run_dir(tmp_path, "gpu")
     ckpt = torch.load(os.path.join(path, "checkpoint.pt"), weights_only=False)
-    for group in ckpt["optimizer"]["param_groups"]:
+    for group in ckpt["state"]["optimizer"]["param_groups"]:
         group["capturable"] = True
     ckpt["cuda_rng"] = torch.zeros(16, dtype=torch.uint8)
     torch.save(ckpt, os.path.join(path, "checkpoint.pt"))

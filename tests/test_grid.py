@@ -4,6 +4,7 @@ grid end to end, killed mid-way and started again, a failing run, bad input, the
 import glob
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -113,6 +114,21 @@ def test_failing_run_is_retried_recorded_and_the_grid_goes_on(tmp_path):
     assert read(f"{out}/failures.txt").count(f"### ") == 2
     assert "done:" in read(glob.glob(f"{out}/runs/FetchReach-v0__ddpg__1__*/log.txt")[0])
     assert os.path.exists(f"{out}/grid_smoke.png")  # the figure of what finished
+
+
+def test_a_fork_in_another_folder_runs_on_the_grid_beside_the_baseline(tmp_path):
+    """A copy of ddpg_her.py outside the repository's root (a research fork) is a configuration, named by its file:
+    it imports the project's modules from there, and its runs and curves stand beside the baseline's."""
+    fork = tmp_path / "research" / "my_idea.py"
+    fork.parent.mkdir()
+    shutil.copy(os.path.join(ROOT, "ddpg_her.py"), fork)
+    out = str(tmp_path / "grid")
+    rc, output = finish(start("--smoke", "--envs", "FetchReach-v0", "--configs", "ddpg_her", str(fork),
+                              "--cpus-per-run", "1", "--out", out))
+    assert rc == 0, output
+    for exp in ("ddpg_her", "my_idea"):
+        assert rows(glob.glob(f"{out}/runs/FetchReach-v0__{exp}__1__*")[0]) == ["1"]
+        assert f"| {exp} |" in read(f"{out}/grid_smoke.md")
 
 
 @pytest.mark.parametrize("options, message", [

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The results campaign behind docs/results.md, at the 2-core defaults (a reduced scale: 40,000 env steps an epoch for
-# Fetch and HandReach, 80,000 for hand manipulation, against the paper's 95,000 and 190,000; see README.md). Each part
+# Fetch and HandReach, 80,000 for hand manipulation, against the paper's 95,000 and 190,000; see docs/algorithm.md). Each part
 # is one grid on Ray (scripts/grid.py) in results/2cores/PART/, two runs at a time on one core each. Rerun the script
 # to continue after a kill (finished runs are skipped, interrupted ones resume); raise a part's epochs to extend it.
 # The small logs (config.json, metrics.csv, log.txt; the grid's logs/, figure and table) are kept in the repository,

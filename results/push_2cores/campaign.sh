@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The runs behind README.md's "Measured on this machine" (FetchPush-v0, the 2-core defaults), one after another so
+# The runs behind docs/performance.md's 2026-11-25 FetchPush figures (FetchPush-v0, the 2-core defaults), one after another so
 # that their timings stay comparable, then their logs copied to results/push_2cores/ and the figures drawn from there.
 # About 2 hours on 2 cores: DDPG+HER sparse on 3 seeds (bf16 matmuls, the default), the same seed 1 in fp32
 # (--no-bf16-matmul), and seed 1 of each other configuration (DDPG+HER dense for longer: it learns later).
