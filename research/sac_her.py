@@ -1,0 +1,444 @@
+# SAC + HER: ddpg_her.py with Soft Actor-Critic in place of DDPG. It answers Plappert et al. 2018, section 2 ("Request
+# for Research"), paragraph "Combine HER with recent improvements in RL", which names entropy-regularized RL. SAC as
+# in Haarnoja et al. 2018, "Soft Actor-Critic Algorithms and Applications" (arXiv:1812.05905): twin critics, a
+# tanh-squashed Gaussian actor, a temperature learned toward a target entropy.
+# What changes against ddpg_her.py (the rest, HER and Appendix B's defaults included, is ddpg_her.py's):
+#  - Actor: a Gaussian (mean, log-std), squashed by tanh. forward() stays the deterministic action max_u * tanh(mean),
+#    the action of the test rollouts and evaluate.py (the paper's test success is deterministic); sample() draws a
+#    reparameterised action and its log-probability.
+#  - Critic: two Q networks; target r + gamma * (min(Q1', Q2')(o', a') - alpha * log pi(a'|o')) with a' drawn from
+#    the current policy at o' (SAC has no target actor), clipped to [-1/(1-gamma), 0] as ddpg_her.py (see update).
+#  - Actor loss alpha * log pi - min(Q1, Q2) at a reparameterised sample. ddpg_her.py's action L2 penalty (Appendix B)
+#    is kept, on the mean action: that is the action tested, and the comparison stays SAC's change alone
+#    (--action-l2 0 is SAC as published; the tanh term of log pi already penalises saturated samples).
+#  - Temperature alpha = exp(log_alpha), trained to bring the policy's entropy to --target-entropy (-dim(A)). It
+#    starts at 0.01, not SAC's 1.0: with rewards of -1 or 0 a step, alpha = 1 pays a near-uniform policy (entropy 2.7
+#    for 4 dims) more than any reward, Q sat at the clip's 0 and FetchReach stayed at 0 success for 3 short epochs
+#    (while alpha fell to 0.44); from 0.01 the bonus (alpha * entropy) starts far below the reward and alpha adapts.
+#  - Exploration: actions sampled from the policy, and Baselines' random_eps uniform actions kept; ddpg_her.py's
+#    Gaussian noise (noise_eps) is dropped: the policy's own, learned noise replaces it.
+#  - Target networks (critics only): ddpg_her.py's polyak 0.95 once per cycle kept (SAC: tau = 0.005 every update;
+#    0.95 per 40 updates is about tau = 0.0013 per update).
+#   python research/sac_her.py --env-id FetchPush-v0 --seed 1     train; the defaults suit a 2-core laptop
+#   python research/sac_her.py --paper-budget                     the paper's budget per epoch (docs/algorithm.md)
+#   python research/sac_her.py --resume runs/RUN_NAME             continue an interrupted run
+#   python evaluate.py runs/RUN_NAME/model.pt --episodes 100      test a policy saved with --save-model
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering for --capture-video; read when mujoco first renders
+import contextlib
+import copy
+import math
+import sys
+import time
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import tyro
+
+import envs  # registers FetchReach-v0, FetchPush-v0, ... and their ...Dense-v0 twins
+from evaluate import test_episode
+from run_plumbing import Run, check_args, cuda_graph, explain_oom, fail, pick_compute  # what is not algorithm
+
+DENSE = False  # this file's configuration: sparse rewards (the ...Dense-v0 ids belong to the *_dense.py scripts)
+USE_HER = True  # this file's configuration: hindsight relabelling on
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment (part of the run name)"""
+    seed: int = 1
+    """seed of the networks, exploration, replay sampling and environments"""
+    env_id: str = "FetchPush-v0"
+    """the environment id (one of envs.ENV_IDS)"""
+    n_epochs: int = 50
+    """epochs to train (paper: 50 for Fetch); an epoch is n_cycles cycles followed by the test rollouts"""
+    n_envs: int = 16
+    """rollouts in parallel per cycle (paper: 19 MPI workers x 2 rollouts = 38), stepped by --env-threads threads"""
+    n_cycles: int = 50
+    """cycles per epoch; a cycle = n_envs episodes, then n_batches updates, then a target-network update"""
+    n_batches: int = 40
+    """updates (gradient steps) per cycle (paper: 40)"""
+    batch_size: int = 1024
+    """transitions per update, i.e. the effective batch (paper: 256 per worker, gradients averaged over 19 workers)"""
+    paper_budget: bool = False
+    """the paper's budget: n_envs=38, batch_size=19*256 (1900 episodes, 2000 updates an epoch), buffer_size=19*1e6;
+    and n_cycles=10 for FetchReach-v0, as Baselines' config.py"""
+    n_test_rollouts: int = 10
+    """test rounds per epoch, each n_envs deterministic episodes (paper: 10 per worker, 2 episodes each)"""
+    buffer_size: int = 1_000_000
+    """replay capacity in transitions, stored as whole episodes (paper: 1e6 per worker, 19e6 in all)"""
+    actor_lr: float = 1e-3
+    """Adam learning rate of the actor (paper: 1e-3)"""
+    critic_lr: float = 1e-3
+    """Adam learning rate of the critic (paper: 1e-3)"""
+    polyak: float = 0.95
+    """target <- polyak * target + (1 - polyak) * main, once per cycle (paper: 0.95)"""
+    action_l2: float = 1.0
+    """coefficient of the L2 penalty on the actor's mean (deterministic) actions (paper: 1.0; SAC as published: 0)"""
+    hidden: int = 256
+    """units per hidden layer of actor and critic (paper: 256)"""
+    n_layers: int = 3
+    """hidden layers of actor and critic (paper: 3)"""
+    random_eps: float = 0.3
+    """probability of a uniformly random action while collecting (paper: 0.3)"""
+    alpha_lr: float = 1e-3
+    """Adam learning rate of the temperature's log (CleanRL's sac_continuous_action.py, --autotune: q_lr = 1e-3)"""
+    init_alpha: float = 0.01
+    """initial temperature alpha (SAC, CleanRL: 1.0; here 0.01, the scale of the -1/0 rewards: see the header)"""
+    target_entropy: float | None = None
+    """entropy the temperature drives the policy to; None means -dim(A) (Haarnoja et al. 2018)"""
+    replay_k: int = 4
+    """HER 'future' relabelling ratio: a goal is relabelled with probability 1 - 1/(1+k) (paper: k=4, i.e. 0.8)"""
+    clip_obs: float = 200.0
+    """observations and goals are clipped to [-clip_obs, clip_obs] before normalising (paper: 200)"""
+    norm_clip: float = 5.0
+    """normalised inputs are clipped to [-norm_clip, norm_clip] (paper: 5)"""
+    norm_eps: float = 0.01
+    """lower bound of the normaliser's std (Baselines: 0.01)"""
+    gamma: float | None = None
+    """discount; None means 1 - 1/T with T the episode length (Baselines: 0.98 for 50 steps)"""
+    clip_return: bool = True
+    """clip the critic's targets to [-1/(1-gamma), 0], the range of possible returns (Baselines)"""
+    env_threads: int = 0
+    """threads stepping the n_envs envs (envs.ThreadVectorEnv: MuJoCo simulates without the GIL); 0 = one per CPU"""
+    torch_threads: int = 0
+    """threads for updates (rollouts use one); 0 = PyTorch's default, one per physical core; 1 if jobs share cores"""
+    cuda: bool = True
+    """networks, replay buffer and updates on the GPU when there is one (the CPU otherwise; the first log line says)"""
+    cudagraphs: bool = True
+    """on a GPU, replay each update (sampling, relabelling, rewards, gradient step) as one captured CUDA graph"""
+    bf16_matmul: bool = True
+    """hidden layers' matmuls in bfloat16 where the CPU has AVX512-BF16 or AMX (faster; curves: docs/performance.md)"""
+    track: bool = False
+    """log to Weights & Biases (offline when there is no network)"""
+    wandb_project_name: str = "multi-goal-rl"
+    """the W&B project"""
+    wandb_entity: str | None = None
+    """the W&B entity (team or user)"""
+    wandb_group: str | None = None
+    """the W&B group, e.g. to put the seeds of one configuration together"""
+    wandb_tags: tuple[str, ...] = ()
+    """W&B tags"""
+    capture_video: bool = False
+    """record one deterministic test episode per epoch to videos/RUN_NAME/"""
+    save_model: bool = False
+    """write runs/RUN_NAME/model.pt every epoch: actor, normaliser statistics and config, for evaluate.py"""
+    checkpoint: bool = True
+    """write runs/RUN_NAME/checkpoint.pt every epoch (everything needed to resume, replay buffer included)"""
+    resume: str | None = None
+    """a run directory (runs/RUN_NAME) or its checkpoint.pt: continue from the last checkpoint with the saved config;
+    only --n-epochs (to extend the run) and the W&B options (--track, --wandb-*) may be given with it"""
+
+
+def mlp(in_dim, out_dim, hidden, n_layers):
+    sizes = [in_dim] + [hidden] * n_layers  # ReLU in place: one allocation less per layer
+    layers = [m for a, b in zip(sizes, sizes[1:]) for m in (nn.Linear(a, b), nn.ReLU(inplace=True))]
+    layers.append(nn.Linear(sizes[-1], out_dim))
+    for layer in layers[::2]:  # Baselines (TF dense layers): Glorot-uniform weights, zero biases
+        nn.init.xavier_uniform_(layer.weight)
+        nn.init.zeros_(layer.bias)
+    return nn.Sequential(*layers)
+
+
+def mlp_forward(net, x, bf16):  # bf16: the hidden layers' matmuls in bfloat16 (autocast; weights, Adam: fp32)
+    *hidden, output = net
+    with torch.autocast(x.device.type, torch.bfloat16, enabled=bf16, cache_enabled=False):  # (CUDA graphs: no cache)
+        for layer in hidden:
+            x = layer(x)
+    return output(x.float())  # the output layer in fp32: Q-values and actions keep fp32 resolution (not 8 bits)
+
+
+LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0  # CleanRL's sac_continuous_action.py: the log-std's range, reached smoothly
+
+
+class Actor(nn.Module):  # SAC: one network outputs the Gaussian's mean and log-std; actions are squashed by tanh
+    def __init__(self, in_dim, act_dim, hidden, n_layers, max_u, bf16=False):
+        super().__init__()
+        self.net, self.max_u, self.bf16 = mlp(in_dim, 2 * act_dim, hidden, n_layers), max_u, bf16
+
+    def forward(self, x):  # the deterministic action max_u * tanh(mean): test rollouts and evaluate.py
+        return self.max_u * torch.tanh(mlp_forward(self.net, x, self.bf16).chunk(2, 1)[0])
+
+    def sample(self, x):
+        """A reparameterised action max_u * tanh(u), u ~ N(mean, std), its log-density (B, 1), the mean action."""
+        mean, log_std = mlp_forward(self.net, x, self.bf16).chunk(2, 1)
+        log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (torch.tanh(log_std) + 1)
+        noise = torch.randn_like(mean)  # reparameterised: gradients reach mean and std through u
+        u = mean + log_std.exp() * noise
+        # log N(u; mean, std) - log|d(max_u tanh u)/du|, with log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)):
+        # finite where tanh(u) rounds to 1 (Spinning Up's SAC; CleanRL adds 1e-6 inside the log instead)
+        log_prob = (-0.5 * noise.square() - log_std - 0.5 * math.log(2 * math.pi)
+                    - 2 * (math.log(2) - u - F.softplus(-2 * u)) - math.log(self.max_u))
+        return self.max_u * torch.tanh(u), log_prob.sum(1, keepdim=True), self.max_u * torch.tanh(mean)
+
+
+class Critic(nn.Module):  # SAC: twin critics (Fujimoto et al. 2018's clipped double Q), Q1 and Q2 as one (2, B, 1)
+    def __init__(self, in_dim, act_dim, hidden, n_layers, max_u, bf16=False):
+        super().__init__()
+        self.nets = nn.ModuleList(mlp(in_dim + act_dim, 1, hidden, n_layers) for _ in range(2))
+        self.max_u, self.bf16 = max_u, bf16
+
+    def forward(self, x, u):  # Baselines feeds actions scaled to [-1, 1]
+        xu = torch.cat([x, u / self.max_u], 1)
+        return torch.stack([mlp_forward(net, xu, self.bf16) for net in self.nets])
+
+
+class Temperature(nn.Module):
+    """SAC's learned alpha = exp(log_alpha): a module, so that checkpoints save it and the Adam trains it."""
+
+    def __init__(self, init_alpha):
+        super().__init__()
+        self.log_alpha = nn.Parameter(torch.tensor(math.log(init_alpha)))
+
+
+class Normalizer(nn.Module):
+    """Running mean/std per element of [o, g] (Baselines' normalizer.py keeps one for o and one for g: the same)."""
+
+    def __init__(self, size, eps, clip_obs, norm_clip, device="cpu"):
+        super().__init__()
+        self.eps, self.clip_obs, self.norm_clip = eps, clip_obs, norm_clip
+        # Buffers: in the state dict (checkpoints, model.pt), moved with the module, loaded in place (CUDA graphs).
+        self.register_buffer("sum", torch.zeros(size, dtype=torch.float64, device=device))
+        self.register_buffer("sumsq", torch.zeros(size, dtype=torch.float64, device=device))
+        self.register_buffer("count", torch.zeros((), dtype=torch.float64, device=device))
+        self.register_buffer("mean", torch.zeros(size, device=device))
+        self.register_buffer("std", torch.ones(size, device=device))
+
+    def update(self, x):  # in place, statistics in float64: a captured CUDA graph reads mean and std where they are
+        x = torch.as_tensor(x, device=self.mean.device).clamp(-self.clip_obs, self.clip_obs).double()
+        self.sum += x.sum(0)
+        self.sumsq += x.square().sum(0)
+        self.count += len(x)
+        count = self.count.clamp(min=1)  # (nothing seen yet: mean 0, std eps)
+        mean = self.sum / count
+        self.mean.copy_(mean)
+        self.std.copy_((self.sumsq / count - mean.square()).clamp(min=self.eps**2).sqrt())
+
+    def forward(self, x):
+        x = (x.clamp(-self.clip_obs, self.clip_obs) - self.mean) / self.std
+        return x.clamp_(-self.norm_clip, self.norm_clip)
+
+
+def sample_transitions(ep, n_eps, n, her_future_p):
+    """n transitions from the first n_eps episodes of `ep` (tensors o, ag: T+1 rows; g, u: T rows) with HER 'future'
+    relabelling (Baselines' her_sampler.py), on ep's device, with no loop and no host sync (n_eps may be a tensor).
+    Returns [[o, g'], [o', g']] as one (2, n, dim_o + dim_g) tensor, the actions, the next achieved goals."""
+    T, rand = ep["u"].shape[1], lambda: torch.rand(n, dtype=torch.float64, device=ep["u"].device)
+    e, t = (rand() * n_eps).long(), (rand() * T).long()  # uniform episode, uniform step (float64: never n_eps or T)
+    # With probability her_future_p the goal becomes an achieved goal of a later step of the same episode,
+    # t' uniform in {t+1, ..., T}; ag has T+1 rows, so t' = T is the final state (Baselines' 'future' strategy).
+    future_t = t + 1 + (rand() * (T - t)).long()
+    g = torch.where((rand() < her_future_p)[:, None], ep["ag"][e, future_t], ep["g"][e, t])
+    x = torch.stack([torch.cat([ep["o"][e, t], g], 1), torch.cat([ep["o"][e, t + 1], g], 1)])
+    return x, ep["u"][e, t], ep["ag"][e, t + 1]
+
+
+class EpisodeReplay:
+    """Whole episodes in preallocated tensors on the learner's device (Baselines' replay_buffer.py)."""
+
+    def __init__(self, size_in_transitions, T, dims, rng, device="cpu"):
+        self.size, self.n, self.rng = size_in_transitions // T, 0, rng
+        # o and ag keep the final observation of each episode too: T + 1 rows
+        shapes = dict(o=(T + 1, dims["o"]), ag=(T + 1, dims["ag"]), g=(T, dims["g"]), u=(T, dims["u"]))
+        nbytes = 4 * self.size * sum(rows * dim for rows, dim in shapes.values())  # float32
+        with explain_oom("the replay buffer", nbytes, "--buffer-size", torch.device(device)):
+            self.ep = {k: torch.empty((self.size, *shape), device=device) for k, shape in shapes.items()}
+        self.n_eps = torch.zeros((), dtype=torch.float64, device=device)  # self.n where a CUDA graph can read it
+        self.unsaved = np.zeros(self.size, bool)  # episodes stored since the last checkpoint, which writes just those
+
+    def store(self, batch, idx=None):  # batch: tensors or arrays; idx: where (a resume), else Baselines' rule
+        if idx is None:  # Baselines: fill in order, then overwrite random episodes
+            k = len(batch["u"])
+            free = np.arange(self.n, min(self.size, self.n + k))
+            idx = np.concatenate([free, self.rng.integers(0, self.n, k - len(free))])
+            self.n = min(self.size, self.n + k)
+        # A slot drawn twice keeps the later episode, as in numpy (on a GPU, two writes to one slot would race).
+        last = len(idx) - 1 - np.unique(idx[::-1], return_index=True)[1]
+        rows, slots = (torch.from_numpy(a).to(self.n_eps.device) for a in (last, idx[last]))
+        for key, arr in self.ep.items():
+            arr[slots] = torch.as_tensor(batch[key], device=arr.device)[rows]
+        self.unsaved[idx] = True
+        self.n_eps.fill_(self.n)
+
+    def sample(self, n, her_future_p):
+        return sample_transitions(self.ep, self.n_eps, n, her_future_p)
+
+
+def update(nets, optimizer, norm, x, u, r, gamma, clip_return, action_l2, target_entropy):
+    """One gradient step of actor, twin critics and temperature on x = [[o, g], [o', g]] (2, B, dim), u (B, dim_u),
+    r (B, 1). The gradients come from the same parameters, applied by one Adam step (as in Baselines).
+    Returns [a_loss, c_loss, Q, alpha, entropy]."""
+    actor, critic, critic_target, temperature = nets
+    x = norm(x)
+    alpha = temperature.log_alpha.exp().detach()  # the critic's and actor's losses must not train the temperature
+    with torch.no_grad():  # SAC: a' from the current policy at o' (no target actor), the twin targets' minimum
+        u_next, log_pi_next, _ = actor.sample(x[1])
+        q_next = critic_target(x[1], u_next).min(0).values - alpha * log_pi_next  # the soft value of o'
+        # Baselines' clip to the reward return's range [-1/(1-gamma), 0], kept as mrl's SAC (Pitis et al. 2020) keeps
+        # it. The soft return adds bonuses -alpha log pi, alpha * entropy a step on average, which can take it past a
+        # bound by alpha |entropy| gamma / (1-gamma) on average: small next to 1/(1-gamma) while alpha |entropy| << 1
+        # (FetchReach from alpha 0.01: alpha |entropy| <= 0.011 in epoch means, 0.5 of 50), and past the lower bound
+        # only once the entropy is at its target -dim(A) < 0. (SAC's initial alpha = 1 breaks this: see the header.)
+        target = (r + gamma * q_next).clamp_(-clip_return, 0.0)
+    q = critic(x[0], u)  # both critics regress on the one target (the mean of their losses: Adam's step as their sum)
+    critic_loss = F.mse_loss(q, target.expand_as(q))
+    pi, log_pi, pi_mean = actor.sample(x[0])
+    critic.requires_grad_(False)  # the actor's loss needs dQ/du but must not train the critic (nor waste work on it)
+    actor_loss = ((alpha * log_pi - critic(x[0], pi).min(0).values).mean()
+                  + action_l2 * (pi_mean / actor.max_u).square().mean())
+    critic.requires_grad_(True)
+    # SAC's J(alpha) = E[-alpha (log pi + target entropy)]: alpha grows while the entropy (-log pi) is below the target
+    alpha_loss = -(temperature.log_alpha.exp() * (log_pi.detach() + target_entropy)).mean()
+    optimizer.zero_grad(set_to_none=True)
+    (critic_loss + actor_loss + alpha_loss).backward()
+    optimizer.step()
+    return torch.stack([actor_loss.detach(), critic_loss.detach(), q.detach().mean(), alpha, -log_pi.detach().mean()])
+
+
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    run = Run(args, __file__)  # --resume: the saved options and the checkpoint (a finished run stops here)
+    args = run.args
+    if args.paper_budget:  # 19 MPI workers x 2 rollouts, 256 transitions per worker's batch, 1e6 per worker's buffer
+        args.n_envs, args.batch_size, args.buffer_size = 38, 19 * 256, 19 * 1_000_000
+        if args.env_id == "FetchReach-v0":  # Baselines' config.py: n_cycles=10 for 'FetchReach-v1' (exact id) only
+            args.n_cycles = 10
+    check_args(args, DENSE, USE_HER)
+    if not args.alpha_lr > 0:
+        fail(f"--alpha-lr must be positive, got {args.alpha_lr}")
+    if not args.init_alpha > 0:
+        fail(f"--init-alpha must be positive, got {args.init_alpha}")
+    # One env in this process gives the spaces, T and compute_reward, called once per batch of relabelled goals.
+    env = gym.make(args.env_id)
+    try:
+        envs.check_goal_env(env)  # Dict observations with goals, compute_reward, a time limit, a symmetric action box
+    except ValueError as error:
+        fail(str(error))
+    compute_reward = env.unwrapped.compute_reward
+    T = env.spec.max_episode_steps
+    gamma = 1.0 - 1.0 / T if args.gamma is None else args.gamma  # Baselines: gamma = 1 - 1/T
+    clip_return = 1.0 / (1.0 - gamma) if args.clip_return else np.inf  # Baselines: |return| <= sum of gamma^t
+    her_future_p = 1.0 - 1.0 / (1.0 + args.replay_k) if USE_HER else 0.0  # Baselines' her_sampler.py
+    max_u = float(env.action_space.high[0])
+    dim_o, dim_g = env.observation_space["observation"].shape[0], env.observation_space["desired_goal"].shape[0]
+    dims = dict(o=dim_o, g=dim_g, ag=dim_g, x=dim_o + dim_g, u=env.action_space.shape[0])
+    target_entropy = -dims["u"] if args.target_entropy is None else args.target_entropy  # SAC: -dim(A)
+    if args.buffer_size < args.n_envs * T:
+        fail(f"--buffer-size {args.buffer_size} cannot hold one cycle of {args.n_envs} episodes of {T} steps")
+
+    # TRY NOT TO MODIFY: seeding, device and threads (same seed and threads, same run on a CPU; resumes restore RNGs)
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    compute = pick_compute(args)  # device (--cuda), bf16 matmuls, update and env threads
+    device = compute.device
+    run.start(dict(T=T, gamma=gamma, clip_return_value=clip_return, her_future_p=her_future_p, dims=dims,
+                   target_entropy_value=target_entropy), compute)
+    vec = envs.ThreadVectorEnv([lambda: gym.make(args.env_id)] * args.n_envs, compute.env_threads)  # as Async, faster
+    video_env = gym.make(args.env_id, render_mode="rgb_array") if args.capture_video else None  # one episode an epoch
+
+    # ALGO LOGIC: networks, temperature, one Adam for all (three parameter groups), target critics (SAC: none for pi)
+    actor = Actor(dims["x"], dims["u"], args.hidden, args.n_layers, max_u, compute.bf16).to(device)
+    critic = Critic(dims["x"], dims["u"], args.hidden, args.n_layers, max_u, compute.bf16).to(device)
+    critic_target, temperature = copy.deepcopy(critic), Temperature(args.init_alpha).to(device)
+    nets = (actor, critic, critic_target, temperature)
+    main_params, target_params = list(critic.parameters()), list(critic_target.parameters())
+    optimizer = torch.optim.Adam([dict(params=actor.parameters(), lr=args.actor_lr),
+                                  dict(params=critic.parameters(), lr=args.critic_lr),
+                                  dict(params=temperature.parameters(), lr=args.alpha_lr)], fused=True,
+                                 capturable=compute.cudagraphs)  # its step count on the GPU, for CUDA graphs
+    norm = Normalizer(dims["x"], args.norm_eps, args.clip_obs, args.norm_clip, device)
+    replay = EpisodeReplay(args.buffer_size, T, dims, rng, device)
+    state = dict(actor=actor, critic=critic, critic_target=critic_target, temperature=temperature,
+                 optimizer=optimizer, normalizer=norm)  # what a checkpoint saves and a resume restores
+    stats = torch.zeros(5, device=device)  # sums of [actor loss, critic loss, Q, alpha, entropy] over an epoch: no sync
+
+    def train_batch():  # one update: a HER-relabelled batch, its rewards, a gradient step; all on `device`
+        x, u, ag_next = replay.sample(args.batch_size, her_future_p)
+        r = compute_reward(ag_next, x[0, :, dims["o"] :], {}).float()[:, None]  # the env's own reward, on tensors
+        stats.add_(update(nets, optimizer, norm, x, u, r, gamma, clip_return, args.action_l2, target_entropy))
+
+    if compute.cudagraphs:  # LeanRL: one graph launch instead of ~150 kernel launches (eager if capture fails)
+        train_batch = cuda_graph(train_batch, run)
+    ep = {k: np.empty((args.n_envs, T + (k in ("o", "ag")), dims[k]), np.float32) for k in ("o", "ag", "g", "u")}
+
+    def rollout(explore):
+        """n_envs episodes of T steps: success flags at the last step (the paper's metric), episodes to keep."""
+        obs, _ = vec.reset()
+        keep = np.ones(args.n_envs, bool)
+        for t in range(T):
+            ep["o"][:, t], ep["ag"][:, t], ep["g"][:, t] = obs["observation"], obs["achieved_goal"], obs["desired_goal"]
+            with torch.no_grad():
+                x = torch.from_numpy(np.concatenate([ep["o"][:, t], ep["g"][:, t]], 1)).to(device)
+                u = (actor.sample(norm(x))[0] if explore else actor(norm(x))).cpu().numpy()  # SAC: sampled actions
+            if explore:  # Baselines: with probability random_eps a uniform random action (no noise: SAC samples)
+                u = np.where(rng.random((len(u), 1)) < args.random_eps, rng.uniform(-max_u, max_u, u.shape), u)
+            ep["u"][:, t] = u
+            obs, _, terminated, truncated, info = vec.step(u)
+            # An episode that the env ends before T, or whose simulation went unstable (MuJoCo reset it), is not stored.
+            keep &= ~(terminated | (truncated if t < T - 1 else info.get("sim_unstable", False)))
+        ep["o"][:, T], ep["ag"][:, T] = obs["observation"], obs["achieved_goal"]
+        return np.asarray(info["is_success"], np.float64), keep
+
+    if run.resumed:  # restore everything the next epoch depends on
+        start_epoch, global_step, episodes, n_updates = run.restore(state, replay, rng)
+    else:
+        start_epoch, global_step, episodes, n_updates = 0, 0, 0, 0
+        run.log(f"run {run.dir}: {args.env_id}, {args.n_envs} envs x {args.n_cycles} cycles = "
+                f"{args.n_envs * args.n_cycles} episodes and {args.n_cycles * args.n_batches} updates of batch "
+                f"{args.batch_size} per epoch; T={T}, gamma={gamma:.4f}, her_future_p={her_future_p}; {compute}")
+
+    with run.guard(), contextlib.closing(vec):  # Ctrl-C, kill: completed epochs are kept; the log says how to go on
+        for epoch in range(start_epoch, args.n_epochs):
+            vec.reset(seed=args.seed * 100_000 + epoch * args.n_envs)  # seeded per epoch: resumes repeat runs exactly
+            epoch_start, train_success, update_s = time.time(), [], 0.0
+            stats.zero_()
+            for cycle in range(args.n_cycles):
+                if sys.stdout.isatty():  # a live count within the epoch, overwritten by the epoch's line (not logged)
+                    print(f"epoch {epoch + 1}/{args.n_epochs}: cycle {cycle + 1}/{args.n_cycles}", end="\r", flush=True)
+                success, keep = rollout(explore=True)
+                train_success.append(success)
+                global_step += args.n_envs * T
+                episodes += args.n_envs
+                new = {k: torch.from_numpy(v if keep.all() else v[keep]).to(device) for k, v in ep.items()}
+                replay.store(new)
+                # Baselines: the normaliser sees the new episodes as the learner will, i.e. HER-relabelled goals.
+                norm.update(sample_transitions(new, len(new["u"]), len(new["u"]) * T, her_future_p)[0][0])
+                torch.set_num_threads(compute.update_threads)
+                update_start = time.time()
+                for _ in range(args.n_batches if replay.n else 0):  # (no episode kept yet: nothing to learn from)
+                    train_batch()
+                if device.type == "cuda":
+                    torch.cuda.synchronize()  # (time the updates as updates, not as the next rollout's wait)
+                update_s += time.time() - update_start
+                torch.set_num_threads(1)
+                n_updates += args.n_batches
+                with torch.no_grad():  # Baselines: target networks move once per cycle, after its n_batches updates
+                    torch._foreach_lerp_(target_params, main_params, 1.0 - args.polyak)
+            train_time, test_start = time.time() - epoch_start, time.time()
+            test_success = [rollout(explore=False)[0] for _ in range(args.n_test_rollouts)]
+            test_s = time.time() - test_start
+            if args.capture_video:
+                video = test_episode(video_env, actor, norm, epoch, f"videos/{run.name}/epoch{epoch + 1:03d}")[1]
+                run.log(f"video of a test episode after epoch {epoch + 1}: {video}")
+            a_loss, c_loss, mean_q, alpha, entropy = (stats / (args.n_cycles * args.n_batches)).tolist()
+            metrics = dict(epoch=epoch + 1, env_steps=global_step, episodes=episodes, updates=n_updates,
+                           test_success=float(np.mean(test_success)) if test_success else float("nan"),
+                           train_success=float(np.mean(train_success)), mean_q=mean_q, actor_loss=a_loss,
+                           critic_loss=c_loss, alpha=alpha, entropy=entropy,  # SAC: the temperature, mean -log pi
+                           sps=args.n_cycles * args.n_envs * T / train_time,
+                           elapsed_s=run.elapsed(), collect_s=train_time - update_s, update_s=update_s, test_s=test_s)
+            # metrics.csv, model.pt (what evaluate.py needs) and checkpoint.pt, safe from Ctrl-C and kill -9;
+            # the epoch's line comes after them: a run stopped once it is printed keeps the epoch
+            run.end_epoch(metrics, dict(dims=dims, max_u=max_u, actor=actor.state_dict(), normalizer=norm.state_dict()),
+                          state, replay, rng, dict(step=global_step, episodes=episodes, updates=n_updates))
+            run.log(f"epoch {epoch + 1}/{args.n_epochs} | steps {global_step:,} | episodes {episodes:,} | test success "
+                    f"{metrics['test_success']:.3f} | train success {metrics['train_success']:.3f} | Q {mean_q:.2f} | "
+                    f"actor loss {a_loss:.3f} | critic loss {c_loss:.4f} | alpha {alpha:.3g} | "
+                    f"{metrics['sps']:.0f} steps/s | {metrics['elapsed_s'] / 60:.1f} min")
+    run.finish(global_step)

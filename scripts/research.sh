@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The comparisons of docs/research.md: the research forks (research/*.py) against ddpg_her.py, on the same budget,
+# seeds and machine, as grids on Ray (scripts/grid.py), two runs at a time on one core each (2-core defaults: an
+# epoch is 40,000 env steps, a reduced scale against the paper's 95,000). Each part writes results/research/PART/
+# (the runs' small logs, the grid's figure and table); rerun after a kill: finished runs are skipped, interrupted
+# ones resume. The checkpoints are not kept in the repository (.gitignore).
+#   scripts/research.sh                 # every part, in order (hours on 2 cores)
+#   scripts/research.sh push polyak     # some parts
+#   scripts/research.sh --smoke         # every part end to end with a tiny budget (minutes), in a temporary folder
+set -euo pipefail
+cd "$(dirname "$0")/.."
+forks="research/ddpg_her_nstep research/td3_her research/sac_her research/ddpg_her_prioritized"
+smoke=()
+out=results/research
+if [ "${1:-}" = --smoke ]; then
+  shift
+  smoke=(--smoke --seeds 1)
+  out=$(mktemp -d)/research
+fi
+grid() {  # PART, then grid.py options (--smoke replaces the budget: 1 epoch of 2 cycles, tiny networks)
+  local part=$1; shift
+  if ((${#smoke[@]})); then
+    python scripts/grid.py --out "$out/$part" --cpus-per-run 1 "$@" "${smoke[@]}" --epochs 1
+  else
+    python scripts/grid.py --out "$out/$part" --cpus-per-run 1 "$@"
+  fi
+}
+parts=${*:-"push pnp hand polyak"}
+for part in $parts; do
+  case $part in
+    # Every fork and the baseline on FetchPush and FetchPickAndPlace, 3 seeds, the 2-core defaults.
+    push) grid push --envs FetchPush-v0 --configs ddpg_her $forks --seeds 1 2 3 --extra "" --epochs 15 ;;
+    pnp) grid pnp --envs FetchPickAndPlace-v0 --configs ddpg_her $forks --seeds 1 2 3 --extra "" --epochs 25 ;;
+    # HandManipulateBlockRotateZ: 1 seed, 12 epochs (80,000 env steps each; the baseline reached 0.42 there).
+    hand) grid hand --envs HandManipulateBlockRotateZ-v0 --configs ddpg_her $forks --seeds 1 --extra "" --epochs 12 ;;
+    # Faster information propagation, no fork: ddpg_her.py with other polyak coefficients (the target networks move
+    # once per cycle; 1 - polyak is how far). One grid per value; plot.py --split-by polyak draws them together.
+    polyak)
+      for p in 0.8 0.9 0.98; do
+        grid "polyak_$p" --envs FetchPush-v0 --configs ddpg_her --seeds 1 2 3 --extra "--polyak $p" --epochs 15
+      done
+      if ((${#smoke[@]} == 0)); then
+        python scripts/plot.py --runs-dir "$out"/polyak_*/runs "$out"/push/runs --envs FetchPush-v0 --exps ddpg_her \
+          --split-by polyak --x env_steps --out "$out/polyak.png" --title "FetchPush-v0, ddpg_her.py by --polyak"
+      fi ;;
+    *) echo "unknown part $part (push, pnp, hand, polyak)"; exit 2 ;;
+  esac
+done
