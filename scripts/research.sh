@@ -25,9 +25,11 @@ grid() {  # PART, then grid.py options (--smoke replaces the budget: 1 epoch of 
     python scripts/grid.py --out "$out/$part" --cpus-per-run 1 "$@"
   fi
 }
-parts=${*:-"push pnp hand polyak"}
+parts=${*:-"screen push pnp hand polyak"}
 for part in $parts; do
   case $part in
+    # A first look, seed 1: every fork and the baseline on FetchPush for 5 epochs, the goal's budget (200,000 env steps).
+    screen) grid screen --envs FetchPush-v0 --configs ddpg_her $forks --seeds 1 --extra "" --epochs 5 ;;
     # Every fork and the baseline on FetchPush and FetchPickAndPlace, 3 seeds, the 2-core defaults.
     push) grid push --envs FetchPush-v0 --configs ddpg_her $forks --seeds 1 2 3 --extra "" --epochs 15 ;;
     pnp) grid pnp --envs FetchPickAndPlace-v0 --configs ddpg_her $forks --seeds 1 2 3 --extra "" --epochs 25 ;;
@@ -43,6 +45,6 @@ for part in $parts; do
         python scripts/plot.py --runs-dir "$out"/polyak_*/runs "$out"/push/runs --envs FetchPush-v0 --exps ddpg_her \
           --split-by polyak --x env_steps --out "$out/polyak.png" --title "FetchPush-v0, ddpg_her.py by --polyak"
       fi ;;
-    *) echo "unknown part $part (push, pnp, hand, polyak)"; exit 2 ;;
+    *) echo "unknown part $part (screen, push, pnp, hand, polyak)"; exit 2 ;;
   esac
 done
