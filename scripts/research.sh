@@ -7,15 +7,16 @@
 #   scripts/research.sh                 # every part, in order (hours on 2 cores)
 #   scripts/research.sh push polyak     # some parts
 #   scripts/research.sh --smoke         # every part end to end with a tiny budget (minutes), in a temporary folder
+#   OUT=DIR scripts/research.sh ...     # the parts' folders in DIR instead of results/research (or the temporary one)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 forks="research/ddpg_her_nstep research/td3_her research/sac_her research/ddpg_her_prioritized"
 smoke=()
-out=results/research
+out=${OUT:-results/research}  # OUT=DIR: the parts' folders go there instead
 if [ "${1:-}" = --smoke ]; then
   shift
   smoke=(--smoke --seeds 1)
-  out=$(mktemp -d)/research
+  out=${OUT:-$(mktemp -d)/research}
 fi
 grid() {  # PART, then grid.py options (--smoke replaces the budget: 1 epoch of 2 cycles, tiny networks)
   local part=$1; shift
