@@ -29,9 +29,9 @@ TINY = ["--env-id", "FetchReach-v0", "--n-envs", "2", "--n-cycles", "2", "--n-ba
 TIMING = {"sps", "elapsed_s", "collect_s", "update_s", "test_s"}  # the only columns of metrics.csv allowed to differ between identical runs
 
 
-def run(cwd, *options, check=True, timeout=300, env=None):
+def run(cwd, *options, check=True, timeout=300, env=None, script=SCRIPT):  # (script: the fork tests give theirs)
     env = dict(os.environ, MUJOCO_GL="egl", WANDB_MODE="offline", **(env or {}))
-    proc = subprocess.run([sys.executable, SCRIPT, *options], cwd=cwd, capture_output=True, text=True, env=env,
+    proc = subprocess.run([sys.executable, script, *options], cwd=cwd, capture_output=True, text=True, env=env,
                           timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")

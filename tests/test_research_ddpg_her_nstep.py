@@ -4,15 +4,15 @@ relabelled goal, bootstrap from o[t+k]), the cut at the episode's end, and MHER(
 
 import copy
 import importlib.util
+from functools import partial
 import os
-import subprocess
-import sys
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 from test_ddpg_her import TINY, metrics, run_dir  # the tiny budget; metrics.csv without its timing columns
+from test_ddpg_her import run as run_script
 
 import ddpg_her
 
@@ -26,13 +26,7 @@ ENV = gym.make("FetchReach-v0").unwrapped  # compute_reward: 0 within 0.05 of th
 GAMMA, CLIP = 0.98, 50.0  # FetchReach's gamma = 1 - 1/T and clip_return = 1/(1 - gamma)
 
 
-def run(cwd, *options, script=SCRIPT, check=True):
-    env = dict(os.environ, MUJOCO_GL="egl", WANDB_MODE="offline")
-    proc = subprocess.run([sys.executable, script, *options], cwd=cwd, capture_output=True, text=True, env=env,
-                          timeout=300)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc
+run = partial(run_script, script=SCRIPT)  # test_ddpg_her.py's runner, on this fork
 
 
 # ---- the target ---------------------------------------------------------------------------------------------------

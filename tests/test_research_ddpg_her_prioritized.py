@@ -8,6 +8,7 @@ subprocess: resumed it ends as an uninterrupted run does (the priorities include
 
 import copy
 import importlib.util
+from functools import partial
 import os
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 from test_ddpg_her import TINY, metrics, run_dir
+from test_ddpg_her import run as run_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "research", "ddpg_her_prioritized.py")
@@ -151,13 +153,7 @@ def test_importance_weights_weigh_the_critics_squared_errors():
     torch.testing.assert_close(losses[1], td.square().mean())
 
 
-def run(cwd, *options, check=True):
-    env = dict(os.environ, MUJOCO_GL="egl", WANDB_MODE="offline")
-    proc = subprocess.run([sys.executable, SCRIPT, *options], cwd=cwd, capture_output=True, text=True, env=env,
-                          timeout=300)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc
+run = partial(run_script, script=SCRIPT)  # test_ddpg_her.py's runner, on this fork
 
 
 def test_resume_continues_exactly_and_evaluate_reads_the_model(tmp_path):

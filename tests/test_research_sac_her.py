@@ -2,17 +2,15 @@
 computations: the temperature's step toward the target entropy, the soft twin-critic target, the squashed Gaussian."""
 
 import copy
-import csv
-import glob
 import importlib.util
+from functools import partial
 import math
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
-from test_ddpg_her import TIMING, TINY
+from test_ddpg_her import TINY, metrics, run_dir
+from test_ddpg_her import run as run_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "research", "sac_her.py")
@@ -23,23 +21,9 @@ spec.loader.exec_module(sac_her)
 ONE_THREAD = ["--env-threads", "1"]  # TINY has --torch-threads 1
 
 
-def run(cwd, *args, script=SCRIPT, check=True):
-    env = dict(os.environ, MUJOCO_GL="egl", WANDB_MODE="offline")
-    proc = subprocess.run([sys.executable, script, *args], cwd=cwd, capture_output=True, text=True, env=env,
-                          timeout=300)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc
+run = partial(run_script, script=SCRIPT)  # test_ddpg_her.py's runner, on this fork
 
 
-def run_dir(cwd, exp_name):
-    (path,) = glob.glob(os.path.join(cwd, "runs", f"*__{exp_name}__*"))
-    return path
-
-
-def metrics(path):
-    with open(os.path.join(path, "metrics.csv")) as f:
-        return [{k: v for k, v in row.items() if k not in TIMING} for row in csv.DictReader(f)]
 
 
 # ---- the fork runs, resumes exactly and is evaluated as ddpg_her.py ------------------------------------------------

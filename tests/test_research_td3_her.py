@@ -3,14 +3,14 @@
 
 import copy
 import importlib.util
+from functools import partial
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 from test_ddpg_her import TINY, metrics, run_dir  # the tiny budget; metrics.csv without its timing columns
+from test_ddpg_her import run as run_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "research", "td3_her.py")
@@ -21,13 +21,7 @@ spec.loader.exec_module(td3)
 DIM_X, DIM_U, MAX_U, B = 7, 3, 2.0, 512  # max_u = 2: noise that is not scaled by max_u shows
 
 
-def run(cwd, *options, script=SCRIPT, check=True):
-    env = dict(os.environ, MUJOCO_GL="egl", WANDB_MODE="offline")
-    proc = subprocess.run([sys.executable, script, *options], cwd=cwd, capture_output=True, text=True, env=env,
-                          timeout=300)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc
+run = partial(run_script, script=SCRIPT)  # test_ddpg_her.py's runner, on this fork
 
 
 def test_runs_resumes_exactly_and_evaluates(tmp_path):
@@ -101,7 +95,7 @@ def test_target_policy_smoothing_clips_noise_then_action():
 
 
 def test_target_is_min_of_the_two_target_critics_at_the_smoothed_action():
-    nets, (x, u, r) = make_nets(), batch()
+    nets, (x, _, r) = make_nets(), batch()
     gamma, clip_return, sigma, c = 0.98, 50.0, 0.2, 0.5
     torch.manual_seed(3)
     with torch.no_grad():

@@ -14,7 +14,7 @@ import torch
 
 import ddpg_her
 import run_plumbing
-from run_plumbing import Compute, Run, bf16_supported, cuda_graph, explain_oom, pick_compute
+from run_plumbing import Compute, Run, bf16_supported, cuda_graph, pick_compute
 
 CUDA = torch.device("cuda")
 
