@@ -172,9 +172,10 @@ def main():
     if args.title:
         fig.suptitle(args.title)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    fig.savefig(args.out, dpi=120)
+    # bbox_inches="tight": the figure grows to hold a legend wider than its panels (long fork names), never crops it
+    fig.savefig(args.out, dpi=120, bbox_inches="tight")
     pdf = os.path.splitext(args.out)[0] + ".pdf"
-    fig.savefig(pdf)
+    fig.savefig(pdf, bbox_inches="tight")
     text = table(groups, tasks, exps)
     table_path = args.table or os.path.splitext(args.out)[0] + ".md"
     with open(table_path, "w") as f:

@@ -26,13 +26,17 @@ grid() {  # PART, then grid.py options (--smoke replaces the budget: 1 epoch of 
     python scripts/grid.py --out "$out/$part" --cpus-per-run 1 "$@"
   fi
 }
-parts=${*:-"screen push pnp hand polyak"}
+parts=${*:-"screen push utd pnp hand polyak"}
 for part in $parts; do
   case $part in
     # A first look, seed 1: every fork and the baseline on FetchPush for 5 epochs, the goal's budget (200,000 env steps).
     screen) grid screen --envs FetchPush-v0 --configs ddpg_her $forks --seeds 1 --extra "" --epochs 5 ;;
     # Every fork and the baseline on FetchPush and FetchPickAndPlace, 3 seeds, the 2-core defaults.
     push) grid push --envs FetchPush-v0 --configs ddpg_her $forks --seeds 1 2 3 --extra "" --epochs 15 ;;
+    # More updates per env step: 3x the 2-core defaults' 40 updates per cycle, for the baseline and the n-step fork
+    # (the one fork that left the do-nothing level in part screen), 3 seeds, the goal's budget (200,000 env steps).
+    utd) grid utd --envs FetchPush-v0 --configs ddpg_her research/ddpg_her_nstep --seeds 1 2 3 --extra "--n-batches 120" \
+      --epochs 5 ;;
     pnp) grid pnp --envs FetchPickAndPlace-v0 --configs ddpg_her $forks --seeds 1 2 3 --extra "" --epochs 25 ;;
     # HandManipulateBlockRotateZ: 1 seed, 12 epochs (80,000 env steps each; the baseline reached 0.42 there).
     hand) grid hand --envs HandManipulateBlockRotateZ-v0 --configs ddpg_her $forks --seeds 1 --extra "" --epochs 12 ;;
@@ -46,6 +50,6 @@ for part in $parts; do
         python scripts/plot.py --runs-dir "$out"/polyak_*/runs "$out"/push/runs --envs FetchPush-v0 --exps ddpg_her \
           --split-by polyak --x env_steps --out "$out/polyak.png" --title "FetchPush-v0, ddpg_her.py by --polyak"
       fi ;;
-    *) echo "unknown part $part (screen, push, pnp, hand, polyak)"; exit 2 ;;
+    *) echo "unknown part $part (screen, push, utd, pnp, hand, polyak)"; exit 2 ;;
   esac
 done
