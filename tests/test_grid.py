@@ -218,10 +218,13 @@ def test_research_smoke_runs_every_comparison_end_to_end(tmp_path):
                                stderr=subprocess.STDOUT, text=True, env=dict(ENV, OUT=str(tmp_path)))
     rc, output = finish(process, timeout=1800)
     assert rc == 0, output[-3000:]
-    forks = ["ddpg_her_nstep", "td3_her", "sac_her", "ddpg_her_prioritized"]
-    for part, n in [("screen", 5), ("push", 5), ("pnp", 5), ("hand", 5), ("polyak_0.8", 1), ("polyak_0.9", 1),
-                    ("polyak_0.98", 1)]:
+    every = ["ddpg_her", "ddpg_her_nstep", "td3_her", "sac_her", "ddpg_her_prioritized"]
+    for part, exps in [("screen", every), ("push", every), ("utd", every[:2]), ("pnp", every), ("hand", every),
+                       ("polyak_0.8", every[:1]), ("polyak_0.9", every[:1]), ("polyak_0.98", every[:1])]:
+        n = len(exps)
         assert f"{n}/{n} runs done (0 were done before), 0 failed" in output
         table = f"{tmp_path}/{part}/grid_smoke.md"
-        for exp in ["ddpg_her"] + (forks if n == 5 else []):
+        for exp in exps:
             assert f"| {exp} |" in read(table), (part, exp)
+    configs = glob.glob(f"{tmp_path}/utd/runs/*/config.json")  # the part's one change: 3x the updates per cycle
+    assert len(configs) == 2 and all(json.loads(read(c))["n_batches"] == 120 for c in configs)
