@@ -11,6 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 forks="research/ddpg_her_nstep research/td3_her research/sac_her research/ddpg_her_prioritized"
+object_forks="$forks research/ddpg_her_relay"  # the Fetch tasks with an object: also the reach task (RHER)
 smoke=()
 out=${OUT:-results/research}  # OUT=DIR: the parts' folders go there instead
 if [ "${1:-}" = --smoke ]; then
@@ -30,14 +31,14 @@ parts=${*:-"screen push utd pnp hand polyak"}
 for part in $parts; do
   case $part in
     # A first look, seed 1: every fork and the baseline on FetchPush for 5 epochs, the goal's budget (200,000 env steps).
-    screen) grid screen --envs FetchPush-v0 --configs ddpg_her $forks --seeds 1 --extra "" --epochs 5 ;;
+    screen) grid screen --envs FetchPush-v0 --configs ddpg_her $object_forks --seeds 1 --extra "" --epochs 5 ;;
     # Every fork and the baseline on FetchPush and FetchPickAndPlace, 3 seeds, the 2-core defaults.
-    push) grid push --envs FetchPush-v0 --configs ddpg_her $forks --seeds 1 2 3 --extra "" --epochs 15 ;;
+    push) grid push --envs FetchPush-v0 --configs ddpg_her $object_forks --seeds 1 2 3 --extra "" --epochs 15 ;;
     # More updates per env step: 3x the 2-core defaults' 40 updates per cycle, for the baseline and the n-step fork
     # (the one fork that left the do-nothing level in part screen), 3 seeds, the goal's budget (200,000 env steps).
     utd) grid utd --envs FetchPush-v0 --configs ddpg_her research/ddpg_her_nstep --seeds 1 2 3 --extra "--n-batches 120" \
       --epochs 5 ;;
-    pnp) grid pnp --envs FetchPickAndPlace-v0 --configs ddpg_her $forks --seeds 1 2 3 --extra "" --epochs 25 ;;
+    pnp) grid pnp --envs FetchPickAndPlace-v0 --configs ddpg_her $object_forks --seeds 1 2 3 --extra "" --epochs 25 ;;
     # HandManipulateBlockRotateZ: 1 seed, 12 epochs (80,000 env steps each; the baseline reached 0.42 there).
     hand) grid hand --envs HandManipulateBlockRotateZ-v0 --configs ddpg_her $forks --seeds 1 --extra "" --epochs 12 ;;
     # Faster information propagation, no fork: ddpg_her.py with other polyak coefficients (the target networks move

@@ -31,6 +31,7 @@ IGNORE = shutil.ignore_patterns(".git", "runs", ".venv*", "__pycache__", ".pytes
 
 ENVS_FAST = ["tests/test_envs.py", "tests/test_hand_envs.py", "-x", "-q"]
 PARITY = ["tests/test_parity.py", "-m", "parity", "-x", "-q"]
+RELAY = ["tests/test_research_ddpg_her_relay.py", "-x", "-q", "-k", "not resumes and not bad_options"]
 
 
 def m(name, file, old, new, tests, description, must_catch=True, env=None):
@@ -336,6 +337,22 @@ MUTATIONS = [
       "critic_loss = (td.square() if w is None else w * td.square()).mean()", "critic_loss = td.square().mean()",
       ["tests/test_research_ddpg_her_prioritized.py", "-x", "-q"],
       "--importance-weights no longer weighs the critic's squared errors"),
+    m("relay_reach_reward_from_object", "research/ddpg_her_relay.py",
+      'achieved = torch.where(reach, ep["o"][e, t + 1, :GRIP], ep["ag"][e, t + 1])', 'achieved = ep["ag"][e, t + 1]',
+      RELAY, "the reach task's reward compares the object's next position, not the gripper's, with its goal"),
+    m("relay_reach_goal_next_object", "research/ddpg_her_relay.py",
+      'gr = torch.where((rand() < her_future_p)[:, None], ep["o"][e, future_t, :GRIP], ep["ag"][e, t])',
+      'gr = torch.where((rand() < her_future_p)[:, None], ep["o"][e, future_t, :GRIP], ep["ag"][e, t + 1])',
+      RELAY, "the reach task's goal is where the object is after the step, not at t"),
+    m("relay_goal_slot_kept", "research/ddpg_her_relay.py", "torch.where(reach, 0.0, xn[..., dim_o:])",
+      "xn[..., dim_o:]", RELAY, "the reach task's input keeps the main task's goal g"),
+    m("relay_grip_goal_own_statistics", "research/ddpg_her_relay.py",
+      "gr = (x[..., dim_o + GRIP :].clamp(-self.clip_obs, self.clip_obs) - self.mean[dim_o:]) / self.std[dim_o:]",
+      "gr = x[..., dim_o + GRIP :].clamp(-self.clip_obs, self.clip_obs)", RELAY,
+      "the gripper's goal is not normalised with g's statistics"),
+    m("relay_reach_near_object", "research/ddpg_her_relay.py",
+      "far = np.linalg.norm(o[:, :GRIP] - ag, axis=1) > reach_radius", "far = np.ones(len(o), bool)", RELAY,
+      "envs act for the reach task even with the gripper at the object"),
     # ---- envs.ThreadVectorEnv (tests/test_vector.py) ---------------------------------------------------------------
     m("vector_no_autoreset", "envs/vector.py",
       "            if self._autoreset_envs[i]:", "            if False:",

@@ -212,14 +212,15 @@ def test_figure_script_smoke_draws_its_figure_and_table(tmp_path, figure, n_envs
 
 @pytest.mark.slow
 def test_research_smoke_runs_every_comparison_end_to_end(tmp_path):
-    """`scripts/research.sh --smoke`: every part of docs/research.md's campaign (each fork and ddpg_her.py, and the
+    """`scripts/research.sh --smoke`: every part of docs/research.md's campaign (each fork and ddpg_her.py, the utd and
     polyak grids) with a tiny budget on a local Ray instance, each part's figure and table drawn."""
     process = subprocess.Popen([os.path.join(ROOT, "scripts", "research.sh"), "--smoke"], stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, env=dict(ENV, OUT=str(tmp_path)))
     rc, output = finish(process, timeout=1800)
     assert rc == 0, output[-3000:]
     every = ["ddpg_her", "ddpg_her_nstep", "td3_her", "sac_her", "ddpg_her_prioritized"]
-    for part, exps in [("screen", every), ("push", every), ("utd", every[:2]), ("pnp", every), ("hand", every),
+    fetch = every + ["ddpg_her_relay"]  # (the reach task needs an object: not on the hand)
+    for part, exps in [("screen", fetch), ("push", fetch), ("utd", every[:2]), ("pnp", fetch), ("hand", every),
                        ("polyak_0.8", every[:1]), ("polyak_0.9", every[:1]), ("polyak_0.98", every[:1])]:
         n = len(exps)
         assert f"{n}/{n} runs done (0 were done before), 0 failed" in output
