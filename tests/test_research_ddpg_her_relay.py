@@ -6,7 +6,6 @@ import importlib.util
 import os
 from functools import partial
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch
