@@ -34,10 +34,10 @@ for part in $parts; do
     screen) grid screen --envs FetchPush-v0 --configs ddpg_her $object_forks --seeds 1 --extra "" --epochs 5 ;;
     # Every fork and the baseline on FetchPush and FetchPickAndPlace, 3 seeds, the 2-core defaults.
     push) grid push --envs FetchPush-v0 --configs ddpg_her $object_forks --seeds 1 2 3 --extra "" --epochs 15 ;;
-    # More updates per env step: 3x the 2-core defaults' 40 updates per cycle, for the baseline and the n-step fork
-    # (the one fork that left the do-nothing level in part screen), 3 seeds, the goal's budget (200,000 env steps).
-    utd) grid utd --envs FetchPush-v0 --configs ddpg_her research/ddpg_her_nstep --seeds 1 2 3 --extra "--n-batches 120" \
-      --epochs 5 ;;
+    # More updates per env step: 3x the 2-core defaults' 40 updates per cycle, for the baseline, the n-step fork (the
+    # one fork that left the do-nothing level in part screen) and the relay fork, 3 seeds, the goal's budget.
+    utd) grid utd --envs FetchPush-v0 --configs ddpg_her research/ddpg_her_nstep research/ddpg_her_relay --seeds 1 2 3 \
+      --extra "--n-batches 120" --epochs 5 ;;
     pnp) grid pnp --envs FetchPickAndPlace-v0 --configs ddpg_her $object_forks --seeds 1 2 3 --extra "" --epochs 25 ;;
     # HandManipulateBlockRotateZ: 1 seed, 12 epochs (80,000 env steps each; the baseline reached 0.42 there).
     hand) grid hand --envs HandManipulateBlockRotateZ-v0 --configs ddpg_her $forks --seeds 1 --extra "" --epochs 12 ;;
