@@ -11,7 +11,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 forks="research/ddpg_her_nstep research/td3_her research/sac_her research/ddpg_her_prioritized"
-object_forks="$forks research/ddpg_her_relay"  # the Fetch tasks with an object: also the reach task (RHER)
+# the Fetch tasks with an object: also the reach task (RHER), alone and with n-step returns (the combined fork)
+object_forks="$forks research/ddpg_her_relay research/ddpg_her_relay_nstep"
 smoke=()
 out=${OUT:-results/research}  # OUT=DIR: the parts' folders go there instead
 if [ "${1:-}" = --smoke ]; then
@@ -27,7 +28,7 @@ grid() {  # PART, then grid.py options (--smoke replaces the budget: 1 epoch of 
     python scripts/grid.py --out "$out/$part" --cpus-per-run 1 "$@"
   fi
 }
-parts=${*:-"screen push utd pnp hand polyak"}
+parts=${*:-"screen push utd batch256 pnp hand polyak"}
 for part in $parts; do
   case $part in
     # A first look, seed 1: every fork and the baseline on FetchPush for 5 epochs, the goal's budget (200,000 env steps).
@@ -35,9 +36,14 @@ for part in $parts; do
     # Every fork and the baseline on FetchPush and FetchPickAndPlace, 3 seeds, the 2-core defaults.
     push) grid push --envs FetchPush-v0 --configs ddpg_her $object_forks --seeds 1 2 3 --extra "" --epochs 15 ;;
     # More updates per env step: 3x the 2-core defaults' 40 updates per cycle, for the baseline, the n-step fork (the
-    # one fork that left the do-nothing level in part screen) and the relay fork, 3 seeds, the goal's budget.
-    utd) grid utd --envs FetchPush-v0 --configs ddpg_her research/ddpg_her_nstep research/ddpg_her_relay --seeds 1 2 3 \
-      --extra "--n-batches 120" --epochs 5 ;;
+    # one fork that left the do-nothing level in part screen), the relay fork and the combined fork, 3 seeds, the
+    # goal's budget.
+    utd) grid utd --envs FetchPush-v0 --configs ddpg_her research/ddpg_her_nstep research/ddpg_her_relay \
+      research/ddpg_her_relay_nstep --seeds 1 2 3 --extra "--n-batches 120" --epochs 5 ;;
+    # A pilot: the relay fork with 4x the updates at a quarter of the batch (the same replayed samples per env step as
+    # part utd's 3x; the cheaper updates of RHER's batch 256), seed 1, the goal's budget.
+    batch256) grid batch256 --envs FetchPush-v0 --configs research/ddpg_her_relay --seeds 1 \
+      --extra "--batch-size 256 --n-batches 160" --epochs 5 ;;
     pnp) grid pnp --envs FetchPickAndPlace-v0 --configs ddpg_her $object_forks --seeds 1 2 3 --extra "" --epochs 25 ;;
     # HandManipulateBlockRotateZ: 1 seed, 12 epochs (80,000 env steps each; the baseline reached 0.42 there).
     hand) grid hand --envs HandManipulateBlockRotateZ-v0 --configs ddpg_her $forks --seeds 1 --extra "" --epochs 12 ;;
@@ -51,6 +57,6 @@ for part in $parts; do
         python scripts/plot.py --runs-dir "$out"/polyak_*/runs "$out"/push/runs --envs FetchPush-v0 --exps ddpg_her \
           --split-by polyak --x env_steps --out "$out/polyak.png" --title "FetchPush-v0, ddpg_her.py by --polyak"
       fi ;;
-    *) echo "unknown part $part (screen, push, utd, pnp, hand, polyak)"; exit 2 ;;
+    *) echo "unknown part $part (screen, push, utd, batch256, pnp, hand, polyak)"; exit 2 ;;
   esac
 done

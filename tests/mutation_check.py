@@ -32,6 +32,7 @@ IGNORE = shutil.ignore_patterns(".git", "runs", ".venv*", "__pycache__", ".pytes
 ENVS_FAST = ["tests/test_envs.py", "tests/test_hand_envs.py", "-x", "-q"]
 PARITY = ["tests/test_parity.py", "-m", "parity", "-x", "-q"]
 RELAY = ["tests/test_research_ddpg_her_relay.py", "-x", "-q", "-k", "not resumes and not bad_options"]
+RELAY_NSTEP = ["tests/test_research_ddpg_her_relay_nstep.py", "-x", "-q", "-k", "not resumes and not bad_n_step"]
 
 
 def m(name, file, old, new, tests, description, must_catch=True, env=None):
@@ -353,6 +354,19 @@ MUTATIONS = [
     m("relay_reach_near_object", "research/ddpg_her_relay.py",
       "far = np.linalg.norm(o[:, :GRIP] - ag, axis=1) > reach_radius", "far = np.ones(len(o), bool)", RELAY,
       "envs act for the reach task even with the gripper at the object"),
+    m("relay_nstep_bootstrap_from_next_state", "research/ddpg_her_relay_nstep.py",
+      'torch.cat([ep["o"][e, t + k], g, gr], 1)', 'torch.cat([ep["o"][e, t + 1], g, gr], 1)', RELAY_NSTEP,
+      "the n-step target bootstraps from o[t+1] instead of o[t+k]"),
+    m("relay_nstep_reach_rewards_from_object", "research/ddpg_her_relay_nstep.py",
+      'achieved = torch.where(reach, ep["o"][e, t + ahead, :GRIP], ep["ag"][e, t + ahead])',
+      'achieved = ep["ag"][e, t + ahead]', RELAY_NSTEP,
+      "the reach task's n rewards compare the object's positions, not the gripper's, with its goal"),
+    m("relay_nstep_no_cut_at_episode_end", "research/ddpg_her_relay_nstep.py",
+      "r = torch.where(i < k[:, None], gamma**i * r, 0.0).sum(0)", "r = (gamma**i * r).sum(0)", RELAY_NSTEP,
+      "rewards past the episode's end are summed: the cut at T is lost"),
+    m("relay_nstep_discount_gamma", "research/ddpg_her_relay_nstep.py", "return r, gamma ** k[:, None].float()",
+      "return r, gamma * torch.ones_like(k[:, None].float())", RELAY_NSTEP,
+      "the bootstrap is discounted by gamma, not gamma^k"),
     # ---- envs.ThreadVectorEnv (tests/test_vector.py) ---------------------------------------------------------------
     m("vector_no_autoreset", "envs/vector.py",
       "            if self._autoreset_envs[i]:", "            if False:",

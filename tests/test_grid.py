@@ -219,13 +219,14 @@ def test_research_smoke_runs_every_comparison_end_to_end(tmp_path):
     rc, output = finish(process, timeout=1800)
     assert rc == 0, output[-3000:]
     every = ["ddpg_her", "ddpg_her_nstep", "td3_her", "sac_her", "ddpg_her_prioritized"]
-    fetch = every + ["ddpg_her_relay"]  # (the reach task needs an object: not on the hand)
-    for part, exps in [("screen", fetch), ("push", fetch), ("utd", every[:2] + fetch[-1:]), ("pnp", fetch),
-                       ("hand", every), ("polyak_0.8", every[:1]), ("polyak_0.9", every[:1]), ("polyak_0.98", every[:1])]:
+    fetch = every + ["ddpg_her_relay", "ddpg_her_relay_nstep"]  # (the reach task needs an object: not on the hand)
+    for part, exps in [("screen", fetch), ("push", fetch), ("utd", every[:2] + fetch[-2:]), ("batch256", fetch[-2:-1]),
+                       ("pnp", fetch), ("hand", every), ("polyak_0.8", every[:1]), ("polyak_0.9", every[:1]),
+                       ("polyak_0.98", every[:1])]:
         n = len(exps)
         assert f"{n}/{n} runs done (0 were done before), 0 failed" in output
         table = f"{tmp_path}/{part}/grid_smoke.md"
         for exp in exps:
             assert f"| {exp} |" in read(table), (part, exp)
     configs = glob.glob(f"{tmp_path}/utd/runs/*/config.json")  # the part's one change: 3x the updates per cycle
-    assert len(configs) == 3 and all(json.loads(read(c))["n_batches"] == 120 for c in configs)
+    assert len(configs) == 4 and all(json.loads(read(c))["n_batches"] == 120 for c in configs)

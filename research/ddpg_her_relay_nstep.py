@@ -1,0 +1,470 @@
+# DDPG + HER with both ideas that helped on FetchPush: the reach task of research/ddpg_her_relay.py (after Relay HER,
+# Luo et al. 2023) and the n-step returns of research/ddpg_her_nstep.py (section 2 of Plappert et al. 2018, "HER +
+# multi-step returns"). The issue asks for such a fork when no single fork reaches the goal (docs/research.md).
+# This is ddpg_her_relay.py (its header, below, holds) with the n-step target of ddpg_her_nstep.py for both tasks:
+#   y = sum_{i<k} gamma^i r(next[t+1+i], goal) + gamma^k Q'(o[t+k], g, gr, pi'(...)), k = min(n, T - t), clipped,
+# each reward recomputed by compute_reward: for the main task the object's position against g, for the reach task the
+# gripper's position against gr. --n-step 1 gives ddpg_her_relay.py's targets. No MHER(lambda) here.
+#
+# DDPG + HER with a second task, reaching the object: ddpg_her.py after the idea of Relay HER (Luo, Wang, Tu, Li, Zhao
+# 2023, "Relay Hindsight Experience Replay: Self-guided continual reinforcement learning for sequential object
+# manipulation tasks with sparse rewards", code: kaixindelele/RHER). Plappert et al.'s section 2 does not list it; it
+# is the stretch goal of docs/research.md. Early in Push and PickAndPlace the object seldom moves, so HER's relabelled
+# goals (where the object already is) teach nothing about touching it. The reach task has a goal for the gripper:
+# - one network pair for both tasks, input [o, g, gr]: the main task leaves the gripper goal gr empty (zeros after
+#   normalising), the reach task leaves g empty; gr is normalised with g's statistics (both are positions);
+# - training: --reach-fraction of each batch is the reach task, its gr the object's position at t or, with HER's
+#   probability, a later gripper position (HER 'future' for the gripper), its reward compute_reward(next grip, gr);
+# - exploring: an env acts for the reach task (gr = the object, Gaussian noise, no random actions) with probability
+#   --reach-prob at each step while its gripper is farther than --reach-radius from the object; tests, model.pt and
+#   evaluate.py use the main task only.
+# Departures from RHER: both tasks share each batch (RHER takes a full batch of each, twice the updates), and gr is a
+# third slot beside g (RHER puts it in an achieved-goal slot, normalised on its own). Only for the Fetch tasks with an
+# object, whose observation starts with the gripper's position and whose achieved goal is the object's.
+# All Appendix B defaults are as in ddpg_her.py. Where the paper is silent this follows OpenAI Baselines'
+# `baselines/her` (the paper's code): lines say "Baselines".
+#   python research/ddpg_her_relay_nstep.py --env-id FetchPush-v0 --seed 1   train; the defaults suit a 2-core laptop
+#   python research/ddpg_her_relay_nstep.py --resume runs/RUN_NAME            continue an interrupted run
+#   python evaluate.py runs/RUN_NAME/model.pt --episodes 100                  test a policy saved with --save-model
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering for --capture-video; read when mujoco first renders
+import contextlib
+import copy
+import sys
+import time
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import tyro
+
+import envs  # registers FetchReach-v0, FetchPush-v0, ... and their ...Dense-v0 twins
+from evaluate import test_episode
+from run_plumbing import Run, check_args, cuda_graph, explain_oom, fail, pick_compute  # what is not algorithm
+
+DENSE = False  # this file's configuration: sparse rewards (the ...Dense-v0 ids belong to the *_dense.py scripts)
+USE_HER = True  # this file's configuration: hindsight relabelling on
+GRIP = 3  # the gripper's position: the observation's first 3 entries (envs/fetch.py), the reach task's goal size
+OBJECT_TASKS = ("FetchPush", "FetchSlide", "FetchPickAndPlace")  # achieved goal = the object's position
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment (part of the run name)"""
+    seed: int = 1
+    """seed of the networks, exploration, replay sampling and environments"""
+    env_id: str = "FetchPush-v0"
+    """the environment id (one of envs.ENV_IDS)"""
+    n_epochs: int = 50
+    """epochs to train (paper: 50 for Fetch); an epoch is n_cycles cycles followed by the test rollouts"""
+    n_envs: int = 16
+    """rollouts in parallel per cycle (paper: 19 MPI workers x 2 rollouts = 38), stepped by --env-threads threads"""
+    n_cycles: int = 50
+    """cycles per epoch; a cycle = n_envs episodes, then n_batches updates, then a target-network update"""
+    n_batches: int = 40
+    """updates (gradient steps) per cycle (paper: 40)"""
+    batch_size: int = 1024
+    """transitions per update, i.e. the effective batch (paper: 256 per worker, gradients averaged over 19 workers)"""
+    paper_budget: bool = False
+    """the paper's budget: n_envs=38, batch_size=19*256 (1900 episodes, 2000 updates an epoch), buffer_size=19*1e6;
+    and n_cycles=10 for FetchReach-v0, as Baselines' config.py"""
+    n_test_rollouts: int = 10
+    """test rounds per epoch, each n_envs deterministic episodes (paper: 10 per worker, 2 episodes each)"""
+    buffer_size: int = 1_000_000
+    """replay capacity in transitions, stored as whole episodes (paper: 1e6 per worker, 19e6 in all)"""
+    actor_lr: float = 1e-3
+    """Adam learning rate of the actor (paper: 1e-3)"""
+    critic_lr: float = 1e-3
+    """Adam learning rate of the critic (paper: 1e-3)"""
+    polyak: float = 0.95
+    """target <- polyak * target + (1 - polyak) * main, once per cycle (paper: 0.95)"""
+    action_l2: float = 1.0
+    """coefficient of the L2 penalty on the actor's actions (paper: 1.0)"""
+    hidden: int = 256
+    """units per hidden layer of actor and critic (paper: 256)"""
+    n_layers: int = 3
+    """hidden layers of actor and critic (paper: 3)"""
+    random_eps: float = 0.3
+    """probability of a uniformly random action while collecting (paper: 0.3)"""
+    noise_eps: float = 0.2
+    """std of the Gaussian action noise, as a fraction of the action range (paper: 0.2)"""
+    replay_k: int = 4
+    """HER 'future' relabelling ratio: a goal is relabelled with probability 1 - 1/(1+k) (paper: k=4, i.e. 0.8)"""
+    clip_obs: float = 200.0
+    """observations and goals are clipped to [-clip_obs, clip_obs] before normalising (paper: 200)"""
+    norm_clip: float = 5.0
+    """normalised inputs are clipped to [-norm_clip, norm_clip] (paper: 5)"""
+    norm_eps: float = 0.01
+    """lower bound of the normaliser's std (Baselines: 0.01)"""
+    gamma: float | None = None
+    """discount; None means 1 - 1/T with T the episode length (Baselines: 0.98 for 50 steps)"""
+    clip_return: bool = True
+    """clip the critic's targets to [-1/(1-gamma), 0], the range of possible returns (Baselines)"""
+    env_threads: int = 0
+    """threads stepping the n_envs envs (envs.ThreadVectorEnv: MuJoCo simulates without the GIL); 0 = one per CPU"""
+    torch_threads: int = 0
+    """threads for updates (rollouts use one); 0 = PyTorch's default, one per physical core; 1 if jobs share cores"""
+    cuda: bool = True
+    """networks, replay buffer and updates on the GPU when there is one (the CPU otherwise; the first log line says)"""
+    cudagraphs: bool = True
+    """on a GPU, replay each update (sampling, relabelling, rewards, gradient step) as one captured CUDA graph"""
+    bf16_matmul: bool = True
+    """hidden layers' matmuls in bfloat16 where the CPU has AVX512-BF16 or AMX (faster; curves: docs/performance.md)"""
+    track: bool = False
+    """log to Weights & Biases (offline when there is no network)"""
+    wandb_project_name: str = "multi-goal-rl"
+    """the W&B project"""
+    wandb_entity: str | None = None
+    """the W&B entity (team or user)"""
+    wandb_group: str | None = None
+    """the W&B group, e.g. to put the seeds of one configuration together"""
+    wandb_tags: tuple[str, ...] = ()
+    """W&B tags"""
+    capture_video: bool = False
+    """record one deterministic test episode per epoch to videos/RUN_NAME/"""
+    save_model: bool = False
+    """write runs/RUN_NAME/model.pt every epoch: actor, normaliser statistics and config, for evaluate.py"""
+    checkpoint: bool = True
+    """write runs/RUN_NAME/checkpoint.pt every epoch (everything needed to resume, replay buffer included)"""
+    reach_fraction: float = 0.5
+    """share of each batch given to the reach task (the rest is the main task, as in ddpg_her.py)"""
+    reach_prob: float = 0.5
+    """while exploring, probability per step that an env acts for the reach task, while its gripper is farther than
+    --reach-radius from the object (RHER: 0.5)"""
+    reach_radius: float = 0.03
+    """distance (m) from the object within which an env stops acting for the reach task (RHER: 0.03)"""
+    n_step: int = 3
+    """rewards summed before bootstrapping, for both tasks (1: ddpg_her_relay.py's targets; 3 as in ddpg_her_nstep.py)"""
+    resume: str | None = None
+    """a run directory (runs/RUN_NAME) or its checkpoint.pt: continue from the last checkpoint with the saved config;
+    only --n-epochs (to extend the run) and the W&B options (--track, --wandb-*) may be given with it"""
+
+
+def mlp(in_dim, out_dim, hidden, n_layers):
+    sizes = [in_dim] + [hidden] * n_layers  # ReLU in place: one allocation less per layer
+    layers = [m for a, b in zip(sizes, sizes[1:]) for m in (nn.Linear(a, b), nn.ReLU(inplace=True))]
+    layers.append(nn.Linear(sizes[-1], out_dim))
+    for layer in layers[::2]:  # Baselines (TF dense layers): Glorot-uniform weights, zero biases
+        nn.init.xavier_uniform_(layer.weight)
+        nn.init.zeros_(layer.bias)
+    return nn.Sequential(*layers)
+
+
+def mlp_forward(net, x, bf16):  # bf16: the hidden layers' matmuls in bfloat16 (autocast; weights, Adam: fp32)
+    *hidden, output = net
+    with torch.autocast(x.device.type, torch.bfloat16, enabled=bf16, cache_enabled=False):  # (CUDA graphs: no cache)
+        for layer in hidden:
+            x = layer(x)
+    return output(x.float())  # the output layer in fp32: Q-values and actions keep fp32 resolution (not 8 bits)
+
+
+def main_task(x):  # normalised [o, g] (evaluate.py, tests, rollouts): the gripper goal's slot left empty
+    return F.pad(x, (0, GRIP))
+
+
+class Actor(nn.Module):
+    def __init__(self, in_dim, act_dim, hidden, n_layers, max_u, bf16=False):  # in_dim: [o, g]; the net's: [o, g, gr]
+        super().__init__()
+        self.net, self.max_u, self.bf16 = mlp(in_dim + GRIP, act_dim, hidden, n_layers), max_u, bf16
+        self.in_dim = in_dim
+
+    def forward(self, x):  # x: [o, g, gr], or [o, g] for the main task
+        x = main_task(x) if x.shape[-1] == self.in_dim else x
+        return self.max_u * torch.tanh(mlp_forward(self.net, x, self.bf16))
+
+
+class Critic(nn.Module):
+    def __init__(self, in_dim, act_dim, hidden, n_layers, max_u, bf16=False):
+        super().__init__()
+        self.net, self.max_u, self.bf16 = mlp(in_dim + GRIP + act_dim, 1, hidden, n_layers), max_u, bf16
+
+    def forward(self, x, u):  # x: [o, g, gr]; Baselines feeds actions scaled to [-1, 1]
+        return mlp_forward(self.net, torch.cat([x, u / self.max_u], 1), self.bf16)
+
+
+class Normalizer(nn.Module):
+    """Running mean/std per element of [o, g] (Baselines' normalizer.py keeps one for o and one for g: the same)."""
+
+    def __init__(self, size, eps, clip_obs, norm_clip, device="cpu"):
+        super().__init__()
+        self.eps, self.clip_obs, self.norm_clip = eps, clip_obs, norm_clip
+        # Buffers: in the state dict (checkpoints, model.pt), moved with the module, loaded in place (CUDA graphs).
+        self.register_buffer("sum", torch.zeros(size, dtype=torch.float64, device=device))
+        self.register_buffer("sumsq", torch.zeros(size, dtype=torch.float64, device=device))
+        self.register_buffer("count", torch.zeros((), dtype=torch.float64, device=device))
+        self.register_buffer("mean", torch.zeros(size, device=device))
+        self.register_buffer("std", torch.ones(size, device=device))
+
+    def update(self, x):  # in place, statistics in float64: a captured CUDA graph reads mean and std where they are
+        x = torch.as_tensor(x, device=self.mean.device).clamp(-self.clip_obs, self.clip_obs).double()
+        self.sum += x.sum(0)
+        self.sumsq += x.square().sum(0)
+        self.count += len(x)
+        count = self.count.clamp(min=1)  # (nothing seen yet: mean 0, std eps)
+        mean = self.sum / count
+        self.mean.copy_(mean)
+        self.std.copy_((self.sumsq / count - mean.square()).clamp(min=self.eps**2).sqrt())
+
+    def forward(self, x):
+        x = (x.clamp(-self.clip_obs, self.clip_obs) - self.mean) / self.std
+        return x.clamp_(-self.norm_clip, self.norm_clip)
+
+    def tasks(self, x, reach):
+        """x = [o, g, gr] (..., dim_x + GRIP), reach (n, 1) bool -> the networks' input: normalised [o, g, 0] for the
+        main task, [o, 0, gr] for the reach task, gr normalised with g's statistics (both are positions)."""
+        dim_o = len(self.mean) - GRIP
+        xn = self(x[..., : dim_o + GRIP])
+        gr = (x[..., dim_o + GRIP :].clamp(-self.clip_obs, self.clip_obs) - self.mean[dim_o:]) / self.std[dim_o:]
+        gr = gr.clamp_(-self.norm_clip, self.norm_clip)
+        return torch.cat([xn[..., :dim_o], torch.where(reach, 0.0, xn[..., dim_o:]), torch.where(reach, gr, 0.0)], -1)
+
+
+def sample_transitions(ep, n_eps, n, her_future_p, reach_fraction=0.0, n_step=1):
+    """n transitions from the first n_eps episodes of `ep` (tensors o, ag: T+1 rows; g, u: T rows) with HER 'future'
+    relabelling (Baselines' her_sampler.py), on ep's device, with no loop and no host sync (n_eps may be a tensor).
+    The first round(reach_fraction * n) are the reach task's. Returns [[o, g', gr], [o[t+k], g', gr]] as one
+    (2, n, dim_o + dim_g + GRIP) tensor, the actions, what the rewards compare: the next n_step achieved goals
+    (n_step, n, dim_g) and the goal (the gripper's next positions and gr for the reach task), the reach task's rows
+    (n, 1) bool, and k (n,): the steps before the episode's end, at most n_step (steps past it repeat row t + k)."""
+    T, rand = ep["u"].shape[1], lambda: torch.rand(n, dtype=torch.float64, device=ep["u"].device)
+    e, t = (rand() * n_eps).long(), (rand() * T).long()  # uniform episode, uniform step (float64: never n_eps or T)
+    # With probability her_future_p the goal becomes an achieved goal of a later step of the same episode,
+    # t' uniform in {t+1, ..., T}; ag has T+1 rows, so t' = T is the final state (Baselines' 'future' strategy).
+    future_t = t + 1 + (rand() * (T - t)).long()
+    g = torch.where((rand() < her_future_p)[:, None], ep["ag"][e, future_t], ep["g"][e, t])
+    # The reach task: the gripper's goal is the object's position at t or, with HER's probability, where the gripper
+    # is at a later step (the t' drawn for g; its own coin decides).
+    gr = torch.where((rand() < her_future_p)[:, None], ep["o"][e, future_t, :GRIP], ep["ag"][e, t])
+    reach = (torch.arange(n, device=t.device) < round(reach_fraction * n))[:, None]
+    # n-step: k = min(n_step, T - t) steps, cut at the episode's end (as in ddpg_her_nstep.py)
+    k = (T - t).clamp(max=n_step)
+    ahead = torch.minimum(torch.arange(1, n_step + 1, device=t.device)[:, None], k)  # (n_step, n): 1, 2, .., k, k
+    x = torch.stack([torch.cat([ep["o"][e, t], g, gr], 1), torch.cat([ep["o"][e, t + k], g, gr], 1)])
+    achieved = torch.where(reach, ep["o"][e, t + ahead, :GRIP], ep["ag"][e, t + ahead])
+    return x, ep["u"][e, t], achieved, torch.where(reach, gr, g), reach, k
+
+
+class EpisodeReplay:
+    """Whole episodes in preallocated tensors on the learner's device (Baselines' replay_buffer.py)."""
+
+    def __init__(self, size_in_transitions, T, dims, rng, device="cpu"):
+        self.size, self.n, self.rng = size_in_transitions // T, 0, rng
+        # o and ag keep the final observation of each episode too: T + 1 rows
+        shapes = dict(o=(T + 1, dims["o"]), ag=(T + 1, dims["ag"]), g=(T, dims["g"]), u=(T, dims["u"]))
+        nbytes = 4 * self.size * sum(rows * dim for rows, dim in shapes.values())  # float32
+        with explain_oom("the replay buffer", nbytes, "--buffer-size", torch.device(device)):
+            self.ep = {k: torch.empty((self.size, *shape), device=device) for k, shape in shapes.items()}
+        self.n_eps = torch.zeros((), dtype=torch.float64, device=device)  # self.n where a CUDA graph can read it
+        self.unsaved = np.zeros(self.size, bool)  # episodes stored since the last checkpoint, which writes just those
+
+    def store(self, batch, idx=None):  # batch: tensors or arrays; idx: where (a resume), else Baselines' rule
+        if idx is None:  # Baselines: fill in order, then overwrite random episodes
+            k = len(batch["u"])
+            free = np.arange(self.n, min(self.size, self.n + k))
+            idx = np.concatenate([free, self.rng.integers(0, self.n, k - len(free))])
+            self.n = min(self.size, self.n + k)
+        # A slot drawn twice keeps the later episode, as in numpy (on a GPU, two writes to one slot would race).
+        last = len(idx) - 1 - np.unique(idx[::-1], return_index=True)[1]
+        rows, slots = (torch.from_numpy(a).to(self.n_eps.device) for a in (last, idx[last]))
+        for key, arr in self.ep.items():
+            arr[slots] = torch.as_tensor(batch[key], device=arr.device)[rows]
+        self.unsaved[idx] = True
+        self.n_eps.fill_(self.n)
+
+    def sample(self, n, her_future_p, reach_fraction=0.0, n_step=1):
+        return sample_transitions(self.ep, self.n_eps, n, her_future_p, reach_fraction, n_step)
+
+
+def reaching_envs(o, ag, rng, reach_prob, reach_radius):
+    """RHER's exploration: the envs that act for the reach task at this step (goal: the object), each with probability
+    reach_prob while its gripper (o[:, :GRIP]) is farther than reach_radius from the object (ag)."""
+    far = np.linalg.norm(o[:, :GRIP] - ag, axis=1) > reach_radius
+    return far & (rng.random(len(o)) < reach_prob)
+
+
+def n_step_returns(compute_reward, achieved, goal, k, gamma):
+    """The n-step target's parts from the next n achieved goals (n, B, dim_g), the goal (B, dim_g) and the steps k (B,)
+    before the episode's end: r (B, 1), the k rewards discounted and summed, and the bootstrap's discount gamma^k."""
+    n, B = achieved.shape[:2]
+    r = compute_reward(achieved.flatten(0, 1), goal.repeat(n, 1), {}).float().view(n, B, 1)  # each step's reward
+    i = torch.arange(n, device=achieved.device)[:, None, None]
+    r = torch.where(i < k[:, None], gamma**i * r, 0.0).sum(0)  # the steps past the episode's end count 0
+    return r, gamma ** k[:, None].float()
+
+
+def update(nets, optimizer, norm, x, reach, u, r, discount, clip_return, action_l2):
+    """One gradient step of actor and critic on x = [[o, g, gr], [o[t+k], g, gr]] (2, B, dim), the reach task's rows
+    reach (B, 1), u (B, dim_u), the n-step rewards r (B, 1) and the bootstrap's discount (B, 1). Both tasks' rows in one batch, both gradients from the same parameters, applied by
+    one Adam step (as in Baselines). Returns [a_loss, c_loss, Q]."""
+    actor, critic, actor_target, critic_target = nets
+    x = norm.tasks(x, reach)
+    with torch.no_grad():
+        q_next = critic_target(x[1], actor_target(x[1]))
+        target = (r + discount * q_next).clamp_(-clip_return, 0.0)  # Baselines: clip_return and clip_pos_returns
+    q = critic(x[0], u)
+    critic_loss = F.mse_loss(q, target)
+    pi = actor(x[0])
+    critic.requires_grad_(False)  # the actor's loss needs dQ/du but must not train the critic (nor waste work on it)
+    actor_loss = -critic(x[0], pi).mean() + action_l2 * (pi / actor.max_u).square().mean()
+    critic.requires_grad_(True)
+    optimizer.zero_grad(set_to_none=True)
+    (critic_loss + actor_loss).backward()
+    optimizer.step()
+    return torch.stack([actor_loss.detach(), critic_loss.detach(), q.detach().mean()])
+
+
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    run = Run(args, __file__)  # --resume: the saved options and the checkpoint (a finished run stops here)
+    args = run.args
+    if args.paper_budget:  # 19 MPI workers x 2 rollouts, 256 transitions per worker's batch, 1e6 per worker's buffer
+        args.n_envs, args.batch_size, args.buffer_size = 38, 19 * 256, 19 * 1_000_000
+        if args.env_id == "FetchReach-v0":  # Baselines' config.py: n_cycles=10 for 'FetchReach-v1' (exact id) only
+            args.n_cycles = 10
+    check_args(args, DENSE, USE_HER)
+    if args.env_id.split("-")[0] not in OBJECT_TASKS:
+        fail(f"the reach task needs a Fetch task with an object ({', '.join(t + '-v0' for t in OBJECT_TASKS)}); "
+             f"got --env-id {args.env_id}")
+    for name in ("reach_fraction", "reach_prob"):
+        if not 0 <= getattr(args, name) <= 1:
+            fail(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
+    if args.reach_radius < 0:
+        fail(f"--reach-radius must be >= 0, got {args.reach_radius}")
+    if args.n_step < 1:
+        fail(f"--n-step must be >= 1, got {args.n_step}")
+    # One env in this process gives the spaces, T and compute_reward, called once per batch of relabelled goals.
+    env = gym.make(args.env_id)
+    try:
+        envs.check_goal_env(env)  # Dict observations with goals, compute_reward, a time limit, a symmetric action box
+    except ValueError as error:
+        fail(str(error))
+    compute_reward = env.unwrapped.compute_reward
+    T = env.spec.max_episode_steps
+    gamma = 1.0 - 1.0 / T if args.gamma is None else args.gamma  # Baselines: gamma = 1 - 1/T
+    clip_return = 1.0 / (1.0 - gamma) if args.clip_return else np.inf  # Baselines: |return| <= sum of gamma^t
+    her_future_p = 1.0 - 1.0 / (1.0 + args.replay_k) if USE_HER else 0.0  # Baselines' her_sampler.py
+    max_u = float(env.action_space.high[0])
+    dim_o, dim_g = env.observation_space["observation"].shape[0], env.observation_space["desired_goal"].shape[0]
+    dims = dict(o=dim_o, g=dim_g, ag=dim_g, x=dim_o + dim_g, u=env.action_space.shape[0])
+    if args.buffer_size < args.n_envs * T:
+        fail(f"--buffer-size {args.buffer_size} cannot hold one cycle of {args.n_envs} episodes of {T} steps")
+
+    # TRY NOT TO MODIFY: seeding, device and threads (same seed and threads, same run on a CPU; resumes restore RNGs)
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    compute = pick_compute(args)  # device (--cuda), bf16 matmuls, update and env threads
+    device = compute.device
+    run.start(dict(T=T, gamma=gamma, clip_return_value=clip_return, her_future_p=her_future_p, dims=dims), compute)
+    vec = envs.ThreadVectorEnv([lambda: gym.make(args.env_id)] * args.n_envs, compute.env_threads)  # as Async, faster
+    video_env = gym.make(args.env_id, render_mode="rgb_array") if args.capture_video else None  # one episode an epoch
+
+    # ALGO LOGIC: networks, one Adam for both (two parameter groups), target networks
+    actor = Actor(dims["x"], dims["u"], args.hidden, args.n_layers, max_u, compute.bf16).to(device)
+    critic = Critic(dims["x"], dims["u"], args.hidden, args.n_layers, max_u, compute.bf16).to(device)
+    actor_target, critic_target = copy.deepcopy(actor), copy.deepcopy(critic)
+    nets = (actor, critic, actor_target, critic_target)
+    main_params = list(actor.parameters()) + list(critic.parameters())
+    target_params = list(actor_target.parameters()) + list(critic_target.parameters())
+    optimizer = torch.optim.Adam([dict(params=actor.parameters(), lr=args.actor_lr),
+                                  dict(params=critic.parameters(), lr=args.critic_lr)], fused=True,
+                                 capturable=compute.cudagraphs)  # its step count on the GPU, for CUDA graphs
+    norm = Normalizer(dims["x"], args.norm_eps, args.clip_obs, args.norm_clip, device)
+    replay = EpisodeReplay(args.buffer_size, T, dims, rng, device)
+    state = dict(actor=actor, critic=critic, actor_target=actor_target, critic_target=critic_target,
+                 optimizer=optimizer, normalizer=norm)  # what a checkpoint saves and a resume restores
+    stats = torch.zeros(3, device=device)  # sums of [actor loss, critic loss, Q] over an epoch: no sync per update
+
+    def train_batch():  # one update: a HER-relabelled batch, its rewards, a gradient step; all on `device`
+        x, u, achieved, goal, reach, k = replay.sample(args.batch_size, her_future_p, args.reach_fraction, args.n_step)
+        # the env's own rewards (its 0.05 m) for both tasks, n_step of them under the relabelled goals
+        r, discount = n_step_returns(compute_reward, achieved, goal, k, gamma)
+        stats.add_(update(nets, optimizer, norm, x, reach, u, r, discount, clip_return, args.action_l2))
+
+    if compute.cudagraphs:  # LeanRL: one graph launch instead of ~150 kernel launches (eager if capture fails)
+        train_batch = cuda_graph(train_batch, run)
+    ep = {k: np.empty((args.n_envs, T + (k in ("o", "ag")), dims[k]), np.float32) for k in ("o", "ag", "g", "u")}
+
+    def rollout(explore):
+        """n_envs episodes of T steps: success flags at the last step (the paper's metric), episodes to keep."""
+        obs, _ = vec.reset()
+        keep = np.ones(args.n_envs, bool)
+        for t in range(T):
+            ep["o"][:, t], ep["ag"][:, t], ep["g"][:, t] = obs["observation"], obs["achieved_goal"], obs["desired_goal"]
+            reaching = (reaching_envs(ep["o"][:, t], ep["ag"][:, t], rng, args.reach_prob, args.reach_radius)
+                        if explore else np.zeros(args.n_envs, bool))
+            with torch.no_grad():
+                x = np.concatenate([ep["o"][:, t], ep["g"][:, t], ep["ag"][:, t]], 1)
+                u = actor(norm.tasks(torch.from_numpy(x).to(device), torch.from_numpy(reaching[:, None]).to(device)))
+                u = u.cpu().numpy()
+            if explore:  # Baselines: Gaussian noise, clip, then with probability random_eps a uniform random action
+                u = np.clip(u + args.noise_eps * max_u * rng.standard_normal(u.shape, np.float32), -max_u, max_u)
+                random = (rng.random((len(u), 1)) < args.random_eps) & ~reaching[:, None]  # RHER: none when reaching
+                u = np.where(random, rng.uniform(-max_u, max_u, u.shape), u)
+            ep["u"][:, t] = u
+            obs, _, terminated, truncated, info = vec.step(u)
+            # An episode that the env ends before T, or whose simulation went unstable (MuJoCo reset it), is not stored.
+            keep &= ~(terminated | (truncated if t < T - 1 else info.get("sim_unstable", False)))
+        ep["o"][:, T], ep["ag"][:, T] = obs["observation"], obs["achieved_goal"]
+        return np.asarray(info["is_success"], np.float64), keep
+
+    if run.resumed:  # restore everything the next epoch depends on
+        start_epoch, global_step, episodes, n_updates = run.restore(state, replay, rng)
+    else:
+        start_epoch, global_step, episodes, n_updates = 0, 0, 0, 0
+        run.log(f"run {run.dir}: {args.env_id}, {args.n_envs} envs x {args.n_cycles} cycles = "
+                f"{args.n_envs * args.n_cycles} episodes and {args.n_cycles * args.n_batches} updates of batch "
+                f"{args.batch_size} per epoch; T={T}, gamma={gamma:.4f}, her_future_p={her_future_p}; {compute}")
+
+    with run.guard(), contextlib.closing(vec):  # Ctrl-C, kill: completed epochs are kept; the log says how to go on
+        for epoch in range(start_epoch, args.n_epochs):
+            vec.reset(seed=args.seed * 100_000 + epoch * args.n_envs)  # seeded per epoch: resumes repeat runs exactly
+            epoch_start, train_success, update_s = time.time(), [], 0.0
+            stats.zero_()
+            for cycle in range(args.n_cycles):
+                if sys.stdout.isatty():  # a live count within the epoch, overwritten by the epoch's line (not logged)
+                    print(f"epoch {epoch + 1}/{args.n_epochs}: cycle {cycle + 1}/{args.n_cycles}", end="\r", flush=True)
+                success, keep = rollout(explore=True)
+                train_success.append(success)
+                global_step += args.n_envs * T
+                episodes += args.n_envs
+                new = {k: torch.from_numpy(v if keep.all() else v[keep]).to(device) for k, v in ep.items()}
+                replay.store(new)
+                # Baselines: the normaliser sees the new episodes as the learner will, i.e. HER-relabelled goals.
+                norm.update(sample_transitions(new, len(new["u"]), len(new["u"]) * T, her_future_p)[0][0, :, :-GRIP])
+                torch.set_num_threads(compute.update_threads)
+                update_start = time.time()
+                for _ in range(args.n_batches if replay.n else 0):  # (no episode kept yet: nothing to learn from)
+                    train_batch()
+                if device.type == "cuda":
+                    torch.cuda.synchronize()  # (time the updates as updates, not as the next rollout's wait)
+                update_s += time.time() - update_start
+                torch.set_num_threads(1)
+                n_updates += args.n_batches
+                with torch.no_grad():  # Baselines: target networks move once per cycle, after its n_batches updates
+                    torch._foreach_lerp_(target_params, main_params, 1.0 - args.polyak)
+            train_time, test_start = time.time() - epoch_start, time.time()
+            test_success = [rollout(explore=False)[0] for _ in range(args.n_test_rollouts)]
+            test_s = time.time() - test_start
+            if args.capture_video:
+                video = test_episode(video_env, actor, norm, epoch, f"videos/{run.name}/epoch{epoch + 1:03d}")[1]
+                run.log(f"video of a test episode after epoch {epoch + 1}: {video}")
+            a_loss, c_loss, mean_q = (stats / (args.n_cycles * args.n_batches)).tolist()
+            metrics = dict(epoch=epoch + 1, env_steps=global_step, episodes=episodes, updates=n_updates,
+                           test_success=float(np.mean(test_success)) if test_success else float("nan"),
+                           train_success=float(np.mean(train_success)), mean_q=mean_q, actor_loss=a_loss,
+                           critic_loss=c_loss, sps=args.n_cycles * args.n_envs * T / train_time,
+                           elapsed_s=run.elapsed(), collect_s=train_time - update_s, update_s=update_s, test_s=test_s)
+            # metrics.csv, model.pt (what evaluate.py needs) and checkpoint.pt, safe from Ctrl-C and kill -9;
+            # the epoch's line comes after them: a run stopped once it is printed keeps the epoch
+            run.end_epoch(metrics, dict(dims=dims, max_u=max_u, actor=actor.state_dict(), normalizer=norm.state_dict()),
+                          state, replay, rng, dict(step=global_step, episodes=episodes, updates=n_updates))
+            run.log(f"epoch {epoch + 1}/{args.n_epochs} | steps {global_step:,} | episodes {episodes:,} | test success "
+                    f"{metrics['test_success']:.3f} | train success {metrics['train_success']:.3f} | Q {mean_q:.2f} | "
+                    f"actor loss {a_loss:.3f} | critic loss {c_loss:.4f} | {metrics['sps']:.0f} steps/s | "
+                    f"{metrics['elapsed_s'] / 60:.1f} min")
+    run.finish(global_step)
