@@ -4,12 +4,16 @@
     python scripts/bench_train.py --skip-train    # only the update and sampling micro-benchmarks
     python scripts/bench_train.py --compare 3198e02 --train-rounds 3   # the training run, old code against this tree
     python scripts/bench_train.py --paper-budget  # on a GPU machine: one epoch at the paper's budget, batch 4864
+    python scripts/bench_train.py --arms ddpg_her research/ddpg_her_relay "research/ddpg_her_relay --n-batches 120" \
+        --train-rounds 3 --threads 1 --skip-micro   # research forks' cost per env step against the first arm
 
 1. the device (a GPU when torch sees one, as ddpg_her.py picks it; --device cpu to force the CPU);
 2. env steps per second of a short training run of ddpg_her.py with its defaults (FetchPush-v0, 10 cycles and one
    test round; --paper-budget: one whole epoch of the paper's budget), and its time per phase (collection,
    sampling + updates + target updates, test rollouts; from the run's metrics.csv); with --compare REV, also the
-   ddpg_her.py (and envs/) of git revision REV, the two run in alternating rounds;
+   ddpg_her.py (and envs/) of git revision REV, the two run in alternating rounds; with --arms, instead, each
+   arm (a script of this tree, without .py, and its options) in alternating rounds, and its time per env step
+   against the first arm's (the research forks' cost: docs/research.md);
 3. ms per update (actor + critic gradient step, then one target-network update) at batch 256, the default batch and
    the paper's effective batch 19 x 256: a plain PyTorch update written the obvious way (two Adam optimisers,
    separate forward passes, a per-parameter polyak loop), ddpg_her.py's `update` in fp32 (--no-bf16-matmul), and
@@ -33,6 +37,7 @@ import csv
 import ctypes
 import glob
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -220,14 +225,16 @@ def sb3_sps(steps):
     return steps / (time.perf_counter() - t)
 
 
-def train_run(threads, paper_budget, root=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))):
-    """The metrics row of ddpg_her.py on FetchPush-v0, one epoch (defaults: 10 cycles and one test round), run from
-    the repository at `root` (its own envs/)."""
+def train_run(threads, paper_budget, root=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+              arm="ddpg_her"):
+    """The metrics row of ddpg_her.py (or arm: a script of `root` without .py, then its options) on FetchPush-v0, one
+    epoch (defaults: 10 cycles and one test round), run from the repository at `root` (its own envs/)."""
     exp = f"bench{os.getpid()}"
+    script, *options = shlex.split(arm)
     budget = ["--paper-budget"] if paper_budget else ["--n-cycles", "10", "--n-test-rollouts", "1"]
-    cmd = [sys.executable, "ddpg_her.py", "--env-id", "FetchPush-v0", "--n-epochs", "1", *budget, "--exp-name", exp,
-           "--no-checkpoint", "--torch-threads", str(threads)]
-    with open(os.path.join(root, "ddpg_her.py")) as f:
+    cmd = [sys.executable, script + ".py", "--env-id", "FetchPush-v0", "--n-epochs", "1", *budget, "--exp-name", exp,
+           "--no-checkpoint", "--torch-threads", str(threads), *options]
+    with open(os.path.join(root, script + ".py")) as f:
         has_cuda_flag = "\n    cuda: bool" in f.read()  # revisions before --cuda ran on the CPU only
     cmd += ["--no-cuda"] if DEVICE.type == "cpu" and has_cuda_flag else []
     subprocess.run(cmd, cwd=root, check=True, stdout=subprocess.DEVNULL)
@@ -268,6 +275,9 @@ if __name__ == "__main__":
     parser.add_argument("--paper-budget", action="store_true", help="the training run: one epoch at --paper-budget")
     parser.add_argument("--n", type=int, default=100, help="timed repetitions per micro-benchmark")
     parser.add_argument("--compare", metavar="REV", help="also time the training run of this git revision")
+    parser.add_argument("--arms", nargs="+", metavar="SCRIPT", help="time these training runs instead, each a script "
+                        "without .py and its options, e.g. 'research/ddpg_her_relay --n-batches 120'")
+    parser.add_argument("--skip-micro", action="store_true", help="only the training run(s)")
     parser.add_argument("--train-rounds", type=int, default=1, help="training runs (of each revision), alternating")
     parser.add_argument("--threads", type=int, default=algo.Args().torch_threads or torch.get_num_threads(),
                         help="torch threads (default: ddpg_her.py's for its updates, PyTorch's default)")
@@ -291,17 +301,21 @@ if __name__ == "__main__":
             os.makedirs(old)
             subprocess.run(f"git -C {trees['this tree']} archive {args.compare} | tar -x -C {old}", shell=True,
                            check=True)
-        runs = {name: [] for name in trees}
+        arms = {name: (root, "ddpg_her") for name, root in trees.items()}
+        if args.arms:  # the forks of this tree instead (each arm: a script and its options)
+            arms = {arm: (trees["this tree"], arm) for arm in args.arms}
+        runs = {name: [] for name in arms}
         for _ in range(args.train_rounds):
-            for name, root in trees.items():
+            for name, (root, arm) in arms.items():
                 try:
-                    row, cmd = train_run(args.threads, args.paper_budget, root)
+                    row, cmd = train_run(args.threads, args.paper_budget, root, arm)
                     runs[name].append(row)
                 except subprocess.CalledProcessError as error:  # say so, and go on to the micro-benchmarks
                     print(f"training run of {name} failed: {error}")
         runs = {name: rows for name, rows in runs.items() if rows}
         print(f"training run ({cmd if runs else 'failed'}), env steps/s over {args.train_rounds} round(s), and "
               f"seconds per phase (collection | sampling, updates and target updates | test rollouts) of the median run:")
+        first = np.median([float(r["sps"]) for r in next(iter(runs.values()))]) if runs else None
         for name, rows in runs.items():
             sps = [float(r["sps"]) for r in rows]
             mid = rows[int(np.argsort(sps)[len(sps) // 2])]
@@ -309,11 +323,14 @@ if __name__ == "__main__":
                       if "update_s" in mid else "phases not recorded by this revision")
             print(f"  {name:>10}: median {np.median(sps):,.0f} ({', '.join(f'{x:,.0f}' for x in sps)}); {phases}"
                   + (f"; {np.median([float(r['sps']) for r in runs['this tree']]) / np.median(sps):.2f}x faster now"
-                     if name != "this tree" and "this tree" in runs else ""))
+                     if name != "this tree" and "this tree" in runs else "")
+                  + (f"; time per env step {first / np.median(sps):.2f}x the first arm's" if args.arms else ""))
             if args.paper_budget and name == "this tree":  # an epoch: 50 cycles of 38 episodes of 50 steps
                 seconds = float(mid["collect_s"]) + float(mid["update_s"])
                 print(f"  training time of one paper-budget epoch: {seconds:.1f} s (collection and updates; issue 11's "
                       f"target on a GPU machine: at most 6 s: {'met' if seconds <= 6 else 'MISSED'})")
+    if args.skip_micro:
+        sys.exit()
     print(f"{'ms per update':<20}{'plain':>8}{'ours fp32':>11}{'speed-up':>10}{'ours bf16':>11}{'speed-up':>10}")
     for batch_size in batches:
         n = reps(batch_size, args.n)
