@@ -28,7 +28,7 @@ grid() {  # PART, then grid.py options (--smoke replaces the budget: 1 epoch of 
     python scripts/grid.py --out "$out/$part" --cpus-per-run 1 "$@"
   fi
 }
-parts=${*:-"screen push utd batch256 pnp hand polyak"}
+parts=${*:-"screen push utd batch256 pnp_screen pnp hand polyak"}
 for part in $parts; do
   case $part in
     # A first look, seed 1: every fork and the baseline on FetchPush for 5 epochs, the goal's budget (200,000 env steps).
@@ -44,6 +44,10 @@ for part in $parts; do
     # part utd's 3x; the cheaper updates of RHER's batch 256), seed 1, the goal's budget.
     batch256) grid batch256 --envs FetchPush-v0 --configs research/ddpg_her_relay --seeds 1 \
       --extra "--batch-size 256 --n-batches 160" --epochs 5 ;;
+    # FetchPickAndPlace at the goal's budget (400,000 env steps): the combined fork, the best on FetchPush, against
+    # the baseline, 3 seeds.
+    pnp_screen) grid pnp_screen --envs FetchPickAndPlace-v0 --configs ddpg_her research/ddpg_her_relay_nstep \
+      --seeds 1 2 3 --extra "" --epochs 10 ;;
     pnp) grid pnp --envs FetchPickAndPlace-v0 --configs ddpg_her $object_forks --seeds 1 2 3 --extra "" --epochs 25 ;;
     # HandManipulateBlockRotateZ: 1 seed, 12 epochs (80,000 env steps each; the baseline reached 0.42 there).
     hand) grid hand --envs HandManipulateBlockRotateZ-v0 --configs ddpg_her $forks --seeds 1 --extra "" --epochs 12 ;;
@@ -57,6 +61,6 @@ for part in $parts; do
         python scripts/plot.py --runs-dir "$out"/polyak_*/runs "$out"/push/runs --envs FetchPush-v0 --exps ddpg_her \
           --split-by polyak --x env_steps --out "$out/polyak.png" --title "FetchPush-v0, ddpg_her.py by --polyak"
       fi ;;
-    *) echo "unknown part $part (screen, push, utd, batch256, pnp, hand, polyak)"; exit 2 ;;
+    *) echo "unknown part $part (screen, push, utd, batch256, pnp_screen, pnp, hand, polyak)"; exit 2 ;;
   esac
 done

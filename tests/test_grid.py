@@ -221,6 +221,7 @@ def test_research_smoke_runs_every_comparison_end_to_end(tmp_path):
     every = ["ddpg_her", "ddpg_her_nstep", "td3_her", "sac_her", "ddpg_her_prioritized"]
     fetch = every + ["ddpg_her_relay", "ddpg_her_relay_nstep"]  # (the reach task needs an object: not on the hand)
     for part, exps in [("screen", fetch), ("push", fetch), ("utd", every[:2] + fetch[-2:]), ("batch256", fetch[-2:-1]),
+                       ("pnp_screen", every[:1] + fetch[-1:]),
                        ("pnp", fetch), ("hand", every), ("polyak_0.8", every[:1]), ("polyak_0.9", every[:1]),
                        ("polyak_0.98", every[:1])]:
         n = len(exps)
