@@ -139,7 +139,7 @@ class Args:
     reach_radius: float = 0.03
     """distance (m) from the object within which an env stops acting for the reach task (RHER: 0.03)"""
     n_step: int = 3
-    """rewards summed before bootstrapping, for both tasks (1: ddpg_her_relay.py's targets; 3 as in ddpg_her_nstep.py)"""
+    """rewards summed before bootstrapping, for both tasks (1: ddpg_her_relay.py's targets; 3: ddpg_her_nstep.py's)"""
     resume: str | None = None
     """a run directory (runs/RUN_NAME) or its checkpoint.pt: continue from the last checkpoint with the saved config;
     only --n-epochs (to extend the run) and the W&B options (--track, --wandb-*) may be given with it"""
@@ -299,8 +299,9 @@ def n_step_returns(compute_reward, achieved, goal, k, gamma):
 
 def update(nets, optimizer, norm, x, reach, u, r, discount, clip_return, action_l2):
     """One gradient step of actor and critic on x = [[o, g, gr], [o[t+k], g, gr]] (2, B, dim), the reach task's rows
-    reach (B, 1), u (B, dim_u), the n-step rewards r (B, 1) and the bootstrap's discount (B, 1). Both tasks' rows in one batch, both gradients from the same parameters, applied by
-    one Adam step (as in Baselines). Returns [a_loss, c_loss, Q]."""
+    reach (B, 1), u (B, dim_u), the n-step rewards r (B, 1) and the bootstrap's discount (B, 1). Both tasks' rows in
+    one batch, both gradients from the same parameters, applied by one Adam step (as in Baselines). Returns [a_loss,
+    c_loss, Q]."""
     actor, critic, actor_target, critic_target = nets
     x = norm.tasks(x, reach)
     with torch.no_grad():

@@ -5,7 +5,7 @@
     python scripts/bench_train.py --compare 3198e02 --train-rounds 3   # the training run, old code against this tree
     python scripts/bench_train.py --paper-budget  # on a GPU machine: one epoch at the paper's budget, batch 4864
     python scripts/bench_train.py --arms ddpg_her research/ddpg_her_relay "research/ddpg_her_relay --n-batches 120" \
-        --train-rounds 3 --threads 1 --skip-micro   # research forks' cost per env step against the first arm
+        --train-rounds 3 --threads 1 --skip-micro    # research forks' cost per env step against the first arm
 
 1. the device (a GPU when torch sees one, as ddpg_her.py picks it; --device cpu to force the CPU);
 2. env steps per second of a short training run of ddpg_her.py with its defaults (FetchPush-v0, 10 cycles and one
@@ -275,8 +275,8 @@ if __name__ == "__main__":
     parser.add_argument("--paper-budget", action="store_true", help="the training run: one epoch at --paper-budget")
     parser.add_argument("--n", type=int, default=100, help="timed repetitions per micro-benchmark")
     parser.add_argument("--compare", metavar="REV", help="also time the training run of this git revision")
-    parser.add_argument("--arms", nargs="+", metavar="SCRIPT", help="time these training runs instead, each a script "
-                        "without .py and its options, e.g. 'research/ddpg_her_relay --n-batches 120'")
+    parser.add_argument("--arms", nargs="+", metavar="SCRIPT", help="time these training runs instead, each a "
+                        "script without .py and its options, e.g. 'research/ddpg_her_relay --n-batches 120'")
     parser.add_argument("--skip-micro", action="store_true", help="only the training run(s)")
     parser.add_argument("--train-rounds", type=int, default=1, help="training runs (of each revision), alternating")
     parser.add_argument("--threads", type=int, default=algo.Args().torch_threads or torch.get_num_threads(),

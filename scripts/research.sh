@@ -40,8 +40,8 @@ for part in $parts; do
     # goal's budget.
     utd) grid utd --envs FetchPush-v0 --configs ddpg_her research/ddpg_her_nstep research/ddpg_her_relay \
       research/ddpg_her_relay_nstep --seeds 1 2 3 --extra "--n-batches 120" --epochs 5 ;;
-    # A pilot: the relay fork with 4x the updates at a quarter of the batch (the same replayed samples per env step as
-    # part utd's 3x; the cheaper updates of RHER's batch 256), seed 1, the goal's budget.
+    # A pilot: the relay fork with 4x the updates at a quarter of the batch (the same replayed samples per env step
+    # as part utd's 3x; the cheaper updates of RHER's batch 256), seed 1, the goal's budget.
     batch256) grid batch256 --envs FetchPush-v0 --configs research/ddpg_her_relay --seeds 1 \
       --extra "--batch-size 256 --n-batches 160" --epochs 5 ;;
     # FetchPickAndPlace at the goal's budget (400,000 env steps): the combined fork, the best on FetchPush, against

@@ -139,7 +139,8 @@ def test_three_step_target_by_hand_for_both_tasks(monkeypatch):
     # The batch has rows that only the right task's positions reach: rewarded steps in each task, and targets that
     # differ if the reach task's rewards came from the object instead of the gripper.
     wrong = np.array([by_hand(ep, e[b], t[b], goal[b], not reach[b], 3) for b in range(len(t))])
-    assert (np.abs(wrong - expected)[reach.numpy()] > 0.1).any() and (np.abs(wrong - expected)[~reach.numpy()] > 0.1).any()
+    differs = np.abs(wrong - expected) > 0.1
+    assert differs[reach.numpy()].any() and differs[~reach.numpy()].any()
 
 
 # ---- end to end (last, so that with -x a broken target stops the run before these slow tests) ------------------------
