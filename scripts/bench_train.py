@@ -284,6 +284,8 @@ if __name__ == "__main__":
     parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda where torch sees a GPU")
     parser.add_argument("--sb3-steps", type=int, default=2000, help="env steps of the Stable-Baselines3 run (0: skip)")
     args = parser.parse_args()
+    if args.arms and args.compare:
+        parser.error("--arms and --compare are two kinds of training-run comparison: give one")
     DEVICE = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     batches = sorted({256, algo.Args().batch_size, 19 * 256})
     torch.set_num_threads(args.threads)

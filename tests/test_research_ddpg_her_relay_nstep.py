@@ -13,6 +13,7 @@ import pytest
 import torch
 from test_ddpg_her import TINY, metrics, run_dir  # the tiny budget; metrics.csv without its timing columns
 from test_ddpg_her import run as run_script
+from test_research_ddpg_her_nstep import recorded_targets  # every F.mse_loss(q, target) target, recorded
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -48,14 +49,6 @@ def tiny_episodes():
     g = np.repeat(np.array(DESIRED, np.float32)[:, None], T, 1)
     u = np.zeros((N_EPS, T, 2), np.float32)
     return {k: torch.from_numpy(v) for k, v in dict(o=o, ag=ag, g=g, u=u).items()}
-
-
-def recorded_targets(monkeypatch):
-    """Both scripts regress Q on the target with F.mse_loss(q, target): record each target they compute."""
-    targets, mse_loss = [], torch.nn.functional.mse_loss
-    monkeypatch.setattr(torch.nn.functional, "mse_loss", lambda q, target: targets.append(target.clone()) or
-                        mse_loss(q, target))
-    return targets
 
 
 def pi_stub(o):  # pi'(o) of the stub target actor below: depends on the step t = o[4]
