@@ -28,7 +28,8 @@ grid() {  # PART, then grid.py options (--smoke replaces the budget: 1 epoch of 
     python scripts/grid.py --out "$out/$part" --cpus-per-run 1 "$@"
   fi
 }
-parts=${*:-"screen push utd batch256 pnp_screen pnp hand polyak"}
+all="screen push utd batch256 utd80 combined_polyak pnp_screen pnp hand polyak"
+parts=${*:-$all}
 for part in $parts; do
   case $part in
     # A first look, seed 1: every fork and the baseline on FetchPush for 5 epochs, the goal's budget (200,000 env steps).
@@ -48,6 +49,13 @@ for part in $parts; do
     # the baseline, 3 seeds.
     pnp_screen) grid pnp_screen --envs FetchPickAndPlace-v0 --configs ddpg_her research/ddpg_her_relay_nstep \
       --seeds 1 2 3 --extra "" --epochs 10 ;;
+    # The goal's two conditions at once (0.9 within 200,000 env steps, and no more minutes than ddpg_her.py): the
+    # combined fork with 2x the updates per cycle (part utd's 3x met the env steps at 2.8x the cost per env step) ...
+    utd80) grid utd80 --envs FetchPush-v0 --configs research/ddpg_her_relay_nstep --seeds 1 2 3 \
+      --extra "--n-batches 80" --epochs 5 ;;
+    # ... and with its target networks moving twice as far per cycle (the updates' cost unchanged).
+    combined_polyak) grid combined_polyak --envs FetchPush-v0 --configs research/ddpg_her_relay_nstep --seeds 1 2 3 \
+      --extra "--polyak 0.9" --epochs 5 ;;
     pnp) grid pnp --envs FetchPickAndPlace-v0 --configs ddpg_her $object_forks --seeds 1 2 3 --extra "" --epochs 25 ;;
     # HandManipulateBlockRotateZ: 1 seed, 12 epochs (80,000 env steps each; the baseline reached 0.42 there).
     hand) grid hand --envs HandManipulateBlockRotateZ-v0 --configs ddpg_her $forks --seeds 1 --extra "" --epochs 12 ;;
@@ -61,6 +69,6 @@ for part in $parts; do
         python scripts/plot.py --runs-dir "$out"/polyak_*/runs "$out"/push/runs --envs FetchPush-v0 --exps ddpg_her \
           --split-by polyak --x env_steps --out "$out/polyak.png" --title "FetchPush-v0, ddpg_her.py by --polyak"
       fi ;;
-    *) echo "unknown part $part (screen, push, utd, batch256, pnp_screen, pnp, hand, polyak)"; exit 2 ;;
+    *) echo "unknown part $part (one of: $all)"; exit 2 ;;
   esac
 done
