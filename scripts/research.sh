@@ -53,9 +53,12 @@ for part in $parts; do
     # combined fork with 2x the updates per cycle (part utd's 3x met the env steps at 2.8x the cost per env step) ...
     utd80) grid utd80 --envs FetchPush-v0 --configs research/ddpg_her_relay_nstep --seeds 1 2 3 \
       --extra "--n-batches 80" --epochs 5 ;;
-    # ... and with its target networks moving twice as far per cycle (the updates' cost unchanged).
-    combined_polyak) grid combined_polyak --envs FetchPush-v0 --configs research/ddpg_her_relay_nstep --seeds 1 2 3 \
-      --extra "--polyak 0.9" --epochs 5 ;;
+    # ... and with its target networks moving further per cycle (2x, 4x; the updates' cost unchanged).
+    combined_polyak)
+      for p in 0.9 0.8; do
+        grid "combined_polyak_$p" --envs FetchPush-v0 --configs research/ddpg_her_relay_nstep --seeds 1 2 3 \
+          --extra "--polyak $p" --epochs 5
+      done ;;
     pnp) grid pnp --envs FetchPickAndPlace-v0 --configs ddpg_her $object_forks --seeds 1 2 3 --extra "" --epochs 25 ;;
     # HandManipulateBlockRotateZ: 1 seed, 12 epochs (80,000 env steps each; the baseline reached 0.42 there).
     hand) grid hand --envs HandManipulateBlockRotateZ-v0 --configs ddpg_her $forks --seeds 1 --extra "" --epochs 12 ;;
