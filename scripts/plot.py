@@ -8,6 +8,7 @@ the runs by environment and experiment name (the script: ddpg_her, ddpg_her_dens
     python scripts/plot.py --x env_steps --envs FetchPush-v0 --out figures/push.png
     python scripts/plot.py --exps ddpg_her ddpg_her_dense ddpg ddpg_dense --title "FetchPush-v0, 2 cores"
     python scripts/plot.py --runs-dir runs runs/old --exps ddpg_her --split-by bf16_matmul   # one curve per value
+    python scripts/plot.py --runs-dir grids/a/runs grids/b/runs --split-by n_batches polyak --max-env-steps 200000
 
 The dense configurations run on the ...Dense-v0 ids; they are drawn in the panel of their sparse twin, because the
 metric (test success) is the same. Runs of different lengths are fine: each epoch's median and quartiles are over
@@ -34,9 +35,10 @@ X_LABELS = {"epoch": "epoch", "env_steps": "environment steps", "episodes": "epi
 THRESHOLDS = (0.5, 0.9)
 
 
-def load_runs(runs_dirs, split_by=None):
-    """{(task, exp_name, label): [run, ...]} with run = dict of metric -> np.array over epochs; label is the
-    exp_name, followed by `split_by=value` of the run's config if split_by is given."""
+def load_runs(runs_dirs, split_by=(), max_env_steps=None):
+    """{(task, exp_name, label): [run, ...]} with run = dict of metric -> np.array over epochs (those within
+    max_env_steps, if given); label is the exp_name, followed by `key=value` of the run's config for each key of
+    split_by."""
     groups = defaultdict(list)
     paths = [path for runs_dir in runs_dirs  # a directory of runs, or one run's own directory (e.g. a shell glob's)
              for pattern in ("metrics.csv", os.path.join("*", "metrics.csv"))
@@ -51,9 +53,13 @@ def load_runs(runs_dirs, split_by=None):
             rows = list(csv.DictReader(f))
         if not rows:
             continue
+        if max_env_steps is not None:  # one budget for runs of different lengths
+            rows = [row for row in rows if float(row["env_steps"]) <= max_env_steps]
+            if not rows:
+                continue
         run = {key: np.array([float(row[key]) for row in rows]) for key in rows[0]}
         task = config["env_id"].replace("Dense-", "-")
-        label = config["exp_name"] + (f" {split_by}={config.get(split_by)}" if split_by else "")
+        label = " ".join([config["exp_name"]] + [f"{key}={config.get(key)}" for key in split_by or ()])
         groups[(task, config["exp_name"], label)].append(run)
     return groups
 
@@ -103,7 +109,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs-dir", nargs="+", default=["runs"],
                         help="directories holding one sub-directory per run, or runs' own directories")
-    parser.add_argument("--split-by", help="a config.json key (e.g. bf16_matmul): one curve per value within an exp")
+    parser.add_argument("--split-by", nargs="+", default=[], metavar="KEY", help="config.json keys (e.g. "
+                        "bf16_matmul): one curve per combination of their values within an exp")
+    parser.add_argument("--max-env-steps", type=int, help="only the epochs up to this many env steps (runs of "
+                        "different lengths on one budget)")
     parser.add_argument("--x", default="epoch", choices=list(X_LABELS), help="the x axis (elapsed_s: in minutes)")
     parser.add_argument("--envs", nargs="*", help="only these environments (sparse ids, e.g. FetchPush-v0), in order")
     parser.add_argument("--exps", nargs="*", help="only these experiment names, in this order")
@@ -113,7 +122,7 @@ def main():
     parser.add_argument("--columns", type=int, default=4, help="panels per row")
     args = parser.parse_args()
 
-    groups = load_runs(args.runs_dir, args.split_by)
+    groups = load_runs(args.runs_dir, args.split_by, args.max_env_steps)
     if not groups:
         raise SystemExit(f"no runs with metrics.csv and config.json found under {args.runs_dir!r}")
     found = sorted({task for task, _, _ in groups})

@@ -1,4 +1,4 @@
-"""scripts/plot.py on hand-made run directories (grouping, --split-by, several --runs-dir, the table, filters) and on
+"""scripts/plot.py on hand-made run directories (grouping, --split-by on one or two keys, --max-env-steps, several --runs-dir, the table, filters) and on
 the logs of a real smoke grid (scripts/grid.py)."""
 
 import csv
@@ -25,6 +25,11 @@ def fake_run(runs_dir, name, env_id, exp_name, success, **config):
                                  elapsed_s=42.0 * (i + 1)))
 
 
+def read(path):
+    with open(path) as f:
+        return f.read()
+
+
 def plot(*options):
     return subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "plot.py"), *options], capture_output=True,
                           text=True, timeout=120)
@@ -48,6 +53,16 @@ def test_plot_groups_runs_and_splits_by_a_config_key(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "ddpg_her bf16_matmul=True x2" in proc.stdout and "ddpg_her bf16_matmul=False x1" in proc.stdout
     assert "ddpg_dense" not in proc.stdout
+    # two keys: one curve per combination; --max-env-steps: every run cut to the first 80,000 env steps (2 epochs)
+    fake_run(b, "r5", "FetchPush-v0", "ddpg_her", [0.2, 0.3, 0.4], bf16_matmul=False, polyak=0.9)
+    proc = plot("--runs-dir", a, b, "--exps", "ddpg_her", "--split-by", "bf16_matmul", "polyak", "--max-env-steps",
+                "80000", "--x", "env_steps", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    assert ("ddpg_her bf16_matmul=True polyak=None x2" in proc.stdout and "bf16_matmul=False polyak=None x1" in
+            proc.stdout and "bf16_matmul=False polyak=0.9 x1" in proc.stdout), proc.stdout
+    rows = {row.split(" | ")[1]: row.split(" | ")[3:6] for row in read(out[:-4] + ".md").splitlines()[2:]}
+    assert rows["ddpg_her bf16_matmul=False polyak=0.9"] == ["2", "0.300", "0.300"]  # epochs, final, best
+    assert rows["ddpg_her bf16_matmul=False polyak=None"] == ["2", "0.400", "0.400"]
 
 
 def test_plot_says_when_there_is_nothing_to_plot(tmp_path):
