@@ -1,5 +1,5 @@
-"""scripts/plot.py on hand-made run directories (grouping, --split-by on one or two keys, --max-env-steps, several --runs-dir, the table, filters) and on
-the logs of a real smoke grid (scripts/grid.py)."""
+"""scripts/plot.py on hand-made run directories (grouping, --split-by on one or two keys, --max-env-steps, several
+--runs-dir, the table, filters) and on the logs of a real smoke grid (scripts/grid.py)."""
 
 import csv
 import json
