@@ -20,6 +20,7 @@ import csv
 import glob
 import json
 import os
+import re
 import sys
 from collections import defaultdict
 
@@ -54,6 +55,8 @@ def load_runs(runs_dirs, split_by=(), max_env_steps=None):
         if not rows:
             continue
         if max_env_steps is not None:  # one budget for runs of different lengths
+            if "env_steps" not in rows[0]:
+                raise SystemExit(f"--max-env-steps: {path} has no env_steps column")
             rows = [row for row in rows if float(row["env_steps"]) <= max_env_steps]
             if not rows:
                 continue
@@ -62,6 +65,12 @@ def load_runs(runs_dirs, split_by=(), max_env_steps=None):
         label = " ".join([config["exp_name"]] + [f"{key}={config.get(key)}" for key in split_by or ()])
         groups[(task, config["exp_name"], label)].append(run)
     return groups
+
+
+def natural(label):
+    """A sort key that orders the numbers in a label by value: n_batches=40 before n_batches=120."""
+    return [(0, float(part), "") if re.fullmatch(r"\d+(\.\d+)?", part) else (1, 0.0, part)
+            for part in re.split(r"(\d+(?:\.\d+)?)", label)]
 
 
 def curves(runs):
@@ -124,7 +133,8 @@ def main():
 
     groups = load_runs(args.runs_dir, args.split_by, args.max_env_steps)
     if not groups:
-        raise SystemExit(f"no runs with metrics.csv and config.json found under {args.runs_dir!r}")
+        raise SystemExit(f"no runs with metrics.csv and config.json found under {args.runs_dir!r}"
+                         + (f" with an epoch within --max-env-steps {args.max_env_steps}" if args.max_env_steps else ""))
     found = sorted({task for task, _, _ in groups})
     found_exps = sorted({exp for _, exp, _ in groups})
     for option, values, index, present in (("--envs", args.envs, 0, found), ("--exps", args.exps, 1, found_exps)):
@@ -141,7 +151,8 @@ def main():
     envs_order = {env: i for i, env in enumerate(args.envs or [])}  # --envs order first, then alphabetical
     tasks = sorted({task for task, _, _ in groups}, key=lambda t: (envs_order.get(t, len(envs_order)), t))
     order = {exp: i for i, exp in enumerate(args.exps or [])}  # --exps order first, then alphabetical
-    labels = sorted({(exp, label) for _, exp, label in groups}, key=lambda e: (order.get(e[0], len(order)), e[1]))
+    labels = sorted({(exp, label) for _, exp, label in groups}, key=lambda e: (order.get(e[0], len(order)),
+                                                                             natural(e[1])))
     groups = {(task, label): runs for (task, _, label), runs in groups.items()}
     exps = [label for _, label in labels]
     columns = min(args.columns, len(tasks))

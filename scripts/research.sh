@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The comparisons of docs/research.md: the research forks (research/*.py) against ddpg_her.py, on the same budget,
 # seeds and machine, as grids on Ray (scripts/grid.py), two runs at a time on one core each (2-core defaults: an
-# epoch is 40,000 env steps, a reduced scale against the paper's 95,000). Each part writes results/research/PART/
-# (the runs' small logs, the grid's figure and table); rerun after a kill: finished runs are skipped, interrupted
-# ones resume. The checkpoints are not kept in the repository (.gitignore).
+# epoch is 40,000 env steps, a reduced scale against the paper's 95,000). Each grid writes a folder
+# results/research/PART or PART_VARIANT (the runs' small logs, the grid's figure and table); rerun after a kill:
+# finished runs are skipped, interrupted ones resume. The checkpoints are not kept in the repository (.gitignore).
 #   scripts/research.sh                 # every part, in order (hours on 2 cores)
 #   scripts/research.sh push polyak     # some parts
 #   scripts/research.sh --smoke         # every part end to end with a tiny budget (minutes), in a temporary folder

@@ -63,6 +63,19 @@ def test_plot_groups_runs_and_splits_by_a_config_key(tmp_path):
     rows = {row.split(" | ")[1]: row.split(" | ")[3:6] for row in read(out[:-4] + ".md").splitlines()[2:]}
     assert rows["ddpg_her bf16_matmul=False polyak=0.9"] == ["2", "0.300", "0.300"]  # epochs, final, best
     assert rows["ddpg_her bf16_matmul=False polyak=None"] == ["2", "0.400", "0.400"]
+    proc = plot("--runs-dir", a, "--max-env-steps", "100", "--out", out)  # no epoch within the budget: said so
+    assert proc.returncode != 0 and "within --max-env-steps 100" in proc.stderr, proc.stderr
+
+
+def test_plot_orders_the_curves_by_the_numbers_in_their_labels(tmp_path):
+    runs = str(tmp_path / "runs")
+    for n in (120, 40, 80):
+        fake_run(runs, f"r{n}", "FetchPush-v0", "ddpg_her", [0.1, 0.2], n_batches=n)
+    out = str(tmp_path / "fig.png")
+    proc = plot("--runs-dir", runs, "--split-by", "n_batches", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    labels = [row.split(" | ")[1] for row in read(out[:-4] + ".md").splitlines()[2:]]
+    assert labels == ["ddpg_her n_batches=40", "ddpg_her n_batches=80", "ddpg_her n_batches=120"]  # not as text
 
 
 def test_plot_says_when_there_is_nothing_to_plot(tmp_path):
