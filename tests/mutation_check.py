@@ -33,6 +33,7 @@ ENVS_FAST = ["tests/test_envs.py", "tests/test_hand_envs.py", "-x", "-q"]
 PARITY = ["tests/test_parity.py", "-m", "parity", "-x", "-q"]
 RELAY = ["tests/test_research_ddpg_her_relay.py", "-x", "-q", "-k", "not resumes and not bad_options"]
 RELAY_NSTEP = ["tests/test_research_ddpg_her_relay_nstep.py", "-x", "-q", "-k", "not resumes and not bad_n_step"]
+PLOT = ["tests/test_plot.py", "-x", "-q", "-k", "groups_runs or orders_the_curves"]
 
 
 def m(name, file, old, new, tests, description, must_catch=True, env=None):
@@ -368,6 +369,16 @@ MUTATIONS = [
       "return r, gamma * torch.ones_like(k[:, None].float())", RELAY_NSTEP,
       "the bootstrap is discounted by gamma, not gamma^k"),
     # ---- envs.ThreadVectorEnv (tests/test_vector.py) ---------------------------------------------------------------
+    # ---- scripts/plot.py: the figures of docs/research.md ----------------------------------------------------------
+    m("plot_split_by_first_key_only", "scripts/plot.py",
+      'for key in split_by or ()])', 'for key in (split_by or ())[:1]])',
+      PLOT, "--split-by draws one curve per value of its first key only"),
+    m("plot_max_env_steps_ignored", "scripts/plot.py",
+      'rows = [row for row in rows if float(row["env_steps"]) <= max_env_steps]', 'rows = rows',
+      PLOT, "--max-env-steps does not cut the runs"),
+    m("plot_labels_sorted_as_text", "scripts/plot.py",
+      'natural(e[1])))', 'e[1]))',
+      PLOT, "curves ordered as text: n_batches=120 before n_batches=40"),
     m("vector_no_autoreset", "envs/vector.py",
       "            if self._autoreset_envs[i]:", "            if False:",
       ["tests/test_vector.py", "-x", "-q"], "ThreadVectorEnv steps an ended episode instead of resetting it"),
