@@ -6,9 +6,11 @@
 #   1. FetchReach-v0 learns (test success >= 0.9 after 5 epochs) with its updates as CUDA graphs;
 #   2. eager and graph updates agree on a fixed batch (tests/test_run_plumbing.py, tolerance in the test);
 #   3. a GPU run's checkpoint.pt and model.pt hold only CPU tensors, and the run resumes and evaluates on the CPU;
-#   4. the fast suite passes on the GPU machine (pytest; the Ray tests only where ray is installed);
-#   5. timings: ms per update at batch 4864, eager and as a graph (target: at most 1 ms), and the training time of
-#      one paper-budget FetchPush-v0 epoch (target: at most 6 s), from scripts/bench_train.py --paper-budget.
+#   4. timings: ms per update at batch 4864, eager and as a graph (target: at most 1 ms), and the training time of
+#      one paper-budget FetchPush-v0 epoch (target: at most 6 s), from scripts/bench_train.py --paper-budget;
+#   5. the fast suite passes on the GPU machine (pytest; the Ray and W&B tests only where ray and wandb are installed;
+#      on the machine's cores side by side where pytest-xdist is installed). Last: it is the longest, and the
+#      timings must not wait on it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-gpu_bench}
@@ -38,7 +40,7 @@ assert success >= 0.9, f"FetchReach-v0 test success {success} < 0.9 after 5 epoc
 print(f"FetchReach-v0 on CUDA graphs: test success {success:.3f} after 5 epochs (>= 0.9)")
 EOF
 }
-step "1. FetchReach-v0 learns with CUDA graphs" 120 learn
+step "1. FetchReach-v0 learns with CUDA graphs" 90 learn
 
 step "2. eager and graph updates agree" 60 python -m pytest -q -p no:cacheprovider tests/test_run_plumbing.py \
   -k graph_and_eager
@@ -67,23 +69,28 @@ EOF
 }
 step "3. a GPU run resumes and evaluates on the CPU" 90 gpu_to_cpu
 
-suite() {
-  local skip=()
-  if ! python -c 'import ray' 2>/dev/null; then
-    echo "(no ray here: tests/test_grid.py left out)"
-    skip=(--ignore tests/test_grid.py)
-  fi
-  python -m pytest -q -p no:cacheprovider "${skip[@]}"
-}
-step "4. the fast suite on the GPU machine" 240 suite
-
 timings() {
   python scripts/bench_train.py --paper-budget --n 50 --sb3-steps 0 | tee "$out/bench_train.txt"
 }
-step "5. timings (printed beside their targets)" 150 timings
+step "4. timings (printed beside their targets)" 150 timings
+
+suite() {  # what the GPU machine lacks is left out, by name; its cores run the tests side by side where pytest-xdist is
+  local args=()
+  if ! python -c 'import ray' 2>/dev/null; then
+    echo "(no ray here: tests/test_grid.py and the plot of a smoke grid left out)"
+    args+=(--ignore tests/test_grid.py --deselect tests/test_plot.py::test_plot_on_the_logs_of_a_smoke_grid)
+  fi
+  if ! python -c 'import wandb' 2>/dev/null; then
+    echo "(no wandb here: the --track test left out)"
+    args+=(--deselect tests/test_ddpg_her.py::test_track_goes_offline_without_a_network)
+  fi
+  if python -c 'import xdist' 2>/dev/null; then args+=(-n "$(( $(nproc) < 12 ? $(nproc) : 12 ))"); fi
+  python -m pytest -q -p no:cacheprovider "${args[@]}"
+}
+step "5. the fast suite on the GPU machine" 180 suite
 
 if ((${#failed[@]})); then
   echo "GPU check: NO (${#failed[@]} failed: ${failed[*]})"
   exit 1
 fi
-echo "GPU check: YES (steps 1-4 passed; the timings of step 5 are beside their targets above)"
+echo "GPU check: YES (steps 1-3 and 5 passed; the timings of step 4 are beside their targets above)"
