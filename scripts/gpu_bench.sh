@@ -20,7 +20,10 @@ failed=()
 step() {  # NAME SECONDS COMMAND...: a step under its own time limit, killed with its children; a failure is noted
   local name=$1 t=$2; shift 2
   echo "== $name"
-  if ! timeout -k 5 "$t" "$@"; then echo "FAILED: $name"; failed+=("$name"); fi
+  # timeout runs programs, not this shell's functions: a function step runs in a child bash that is given them all
+  if ! timeout -k 5 "$t" bash -c "$(declare -f); $(declare -p out root); \"\$@\"" step "$@"; then
+    echo "FAILED: $name"; failed+=("$name")
+  fi
 }
 last_run() { ls -d "$out"/runs/*__"$1"__* 2>/dev/null | tail -1; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
