@@ -52,7 +52,9 @@ for part in $parts; do
       grid pnp_screen --envs FetchPickAndPlace-v0 --configs ddpg_her research/ddpg_her_relay_nstep \
         --seeds 1 2 3 --extra "" --epochs 10
       grid pnp_screen_utd80_polyak_0.9 --envs FetchPickAndPlace-v0 --configs research/ddpg_her_relay_nstep \
-        --seeds 1 2 3 --extra "--n-batches 80 --polyak 0.9" --epochs 10 ;;
+        --seeds 1 2 3 --extra "--n-batches 80 --polyak 0.9" --epochs 10
+      grid pnp_screen_utd120_polyak_0.9 --envs FetchPickAndPlace-v0 --configs research/ddpg_her_relay_nstep \
+        --seeds 1 2 3 --extra "--n-batches 120 --polyak 0.9" --epochs 10 ;;
     # Toward the goal's two conditions at once (0.9 within 200,000 env steps, and no more minutes than ddpg_her.py),
     # the combined fork, 3 seeds: with 2x the updates per cycle (part utd's 3x met the env steps at 2.8x the cost per
     # env step), alone and with --polyak 0.9 ...

@@ -223,7 +223,7 @@ def test_research_smoke_runs_every_comparison_end_to_end(tmp_path):
     for part, exps in [("screen", fetch), ("push", fetch), ("utd", every[:2] + fetch[-2:]), ("batch256", fetch[-2:-1]),
                        ("utd80", fetch[-1:]), ("utd80_polyak_0.9", fetch[-1:]), ("combined_polyak_0.9", fetch[-1:]),
                        ("combined_polyak_0.8", fetch[-1:]), ("pnp_screen", every[:1] + fetch[-1:]),
-                       ("pnp_screen_utd80_polyak_0.9", fetch[-1:]),
+                       ("pnp_screen_utd80_polyak_0.9", fetch[-1:]), ("pnp_screen_utd120_polyak_0.9", fetch[-1:]),
                        ("pnp", fetch), ("hand", every), ("polyak_0.8", every[:1]), ("polyak_0.9", every[:1]),
                        ("polyak_0.98", every[:1])]:
         n = len(exps)
@@ -234,7 +234,7 @@ def test_research_smoke_runs_every_comparison_end_to_end(tmp_path):
     configs = glob.glob(f"{tmp_path}/utd/runs/*/config.json")  # the part's one change: 3x the updates per cycle
     assert len(configs) == 4 and all(json.loads(read(c))["n_batches"] == 120 for c in configs)
     goal_parts = ("utd80", "utd80_polyak_0.9", "combined_polyak_0.9", "combined_polyak_0.8",  # each one change
-                  "pnp_screen_utd80_polyak_0.9")
+                  "pnp_screen_utd80_polyak_0.9", "pnp_screen_utd120_polyak_0.9")
     configs = [json.loads(read(c)) for part in goal_parts for c in glob.glob(f"{tmp_path}/{part}/runs/*/config.json")]
     assert sorted((c["n_batches"], c["polyak"]) for c in configs) == [(2, 0.8), (2, 0.9), (80, 0.9), (80, 0.9),
-                                                                      (80, 0.95)]
+                                                                      (80, 0.95), (120, 0.9)]
