@@ -8,8 +8,8 @@
         --train-rounds 3 --threads 1 --skip-micro    # research forks' cost per env step against the first arm
 
 1. the device (a GPU when torch sees one, as ddpg_her.py picks it; --device cpu to force the CPU);
-2. env steps per second of a short training run of ddpg_her.py with its defaults (FetchPush-v0, 10 cycles and one
-   test round; --paper-budget: one whole epoch of the paper's budget), and its time per phase (collection,
+2. env steps per second of a short training run of ddpg_her.py with its defaults (FetchPush-v0, or --env-id; 10 cycles
+   and one test round; --paper-budget: one whole epoch of the paper's budget), and its time per phase (collection,
    sampling + updates + target updates, test rollouts; from the run's metrics.csv); with --compare REV, also the
    ddpg_her.py (and envs/) of git revision REV, the two run in alternating rounds; with --arms, instead, each
    arm (a script of this tree, without .py, and its options) in alternating rounds, and its time per env step
@@ -226,19 +226,19 @@ def sb3_sps(steps):
 
 
 def train_run(threads, paper_budget, root=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-              arm="ddpg_her"):
-    """The metrics row of ddpg_her.py (or arm: a script of `root` without .py, then its options) on FetchPush-v0, one
+              arm="ddpg_her", env_id="FetchPush-v0"):
+    """The metrics row of ddpg_her.py (or arm: a script of `root` without .py, then its options) on env_id, one
     epoch (defaults: 10 cycles and one test round), run from the repository at `root` (its own envs/)."""
     exp = f"bench{os.getpid()}"
     script, *options = shlex.split(arm)
     budget = ["--paper-budget"] if paper_budget else ["--n-cycles", "10", "--n-test-rollouts", "1"]
-    cmd = [sys.executable, script + ".py", "--env-id", "FetchPush-v0", "--n-epochs", "1", *budget, "--exp-name", exp,
+    cmd = [sys.executable, script + ".py", "--env-id", env_id, "--n-epochs", "1", *budget, "--exp-name", exp,
            "--no-checkpoint", "--torch-threads", str(threads), *options]
     with open(os.path.join(root, script + ".py")) as f:
         has_cuda_flag = "\n    cuda: bool" in f.read()  # revisions before --cuda ran on the CPU only
     cmd += ["--no-cuda"] if DEVICE.type == "cpu" and has_cuda_flag else []
     subprocess.run(cmd, cwd=root, check=True, stdout=subprocess.DEVNULL)
-    path = glob.glob(f"{root}/runs/FetchPush-v0__{exp}__*/metrics.csv")[0]
+    path = glob.glob(f"{root}/runs/{env_id}__{exp}__*/metrics.csv")[0]
     with open(path) as f:
         row = next(csv.DictReader(f))
     shutil.rmtree(os.path.dirname(path))  # a benchmark, not a run to plot
@@ -278,6 +278,7 @@ if __name__ == "__main__":
     parser.add_argument("--arms", nargs="+", metavar="SCRIPT", help="time these training runs instead, each a "
                         "script without .py and its options, e.g. 'research/ddpg_her_relay --n-batches 120'")
     parser.add_argument("--skip-micro", action="store_true", help="only the training run(s)")
+    parser.add_argument("--env-id", default="FetchPush-v0", help="the training run's environment")
     parser.add_argument("--train-rounds", type=int, default=1, help="training runs (of each revision), alternating")
     parser.add_argument("--threads", type=int, default=algo.Args().torch_threads or torch.get_num_threads(),
                         help="torch threads (default: ddpg_her.py's for its updates, PyTorch's default)")
@@ -310,7 +311,7 @@ if __name__ == "__main__":
         for _ in range(args.train_rounds):
             for name, (root, arm) in arms.items():
                 try:
-                    row, cmd = train_run(args.threads, args.paper_budget, root, arm)
+                    row, cmd = train_run(args.threads, args.paper_budget, root, arm, args.env_id)
                     runs[name].append(row)
                 except subprocess.CalledProcessError as error:  # say so, and go on to the micro-benchmarks
                     print(f"training run of {name} failed: {error}")
