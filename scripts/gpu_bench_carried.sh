@@ -7,7 +7,9 @@
 #                                           into /tmp/site, runs gpu_bench.sh (STEPS="3 5" selects steps) and copies
 #                                           its log, timings and runs' metrics to $OUT
 # The robot models travel as a bare `gymnasium_robotics` package holding only envs/assets/{fetch,hand,stls,textures}:
-# envs/goal_env.py finds them by the package's location and never imports its code.
+# envs/goal_env.py finds them by the package's location and never imports its code. The wheel list (--no-deps) fits
+# the image that was lent here in 2026-12 (torch, numpy, cloudpickle, typing-extensions, pytest, pytest-xdist and
+# pytest-timeout already there; no ray, no wandb: gpu_bench.sh leaves their tests out); another image may need more.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-}" in
@@ -20,8 +22,8 @@ prepare)
     -d .whl mujoco==4.0.1 mujoco-core==4.0.1 gymnasium==1.4.0 farama-notifications==0.0.6 tyro==1.0.17 \
     docstring-parser==0.18.0 typeguard==4.6.1 array-api-compat==1.16.0 || exit 1
   assets=$(python -c 'import envs.goal_env as g, os; print(os.path.dirname(g.model_path("fetch")))') || exit 1
-  touch .gpu/site/gymnasium_robotics/__init__.py
-  cp -r "$assets"/{fetch,hand,stls,textures} .gpu/site/gymnasium_robotics/envs/assets/
+  touch .gpu/site/gymnasium_robotics/__init__.py &&
+    cp -r "$assets"/{fetch,hand,stls,textures} .gpu/site/gymnasium_robotics/envs/assets/ || exit 1
   du -sh .whl .gpu ;;
 run)
   PY=${PY:-python3}
@@ -31,7 +33,7 @@ run)
   # gpu_bench.sh calls `python`; a symbolic link to a venv's python3 would lose the venv, so a script execs it
   mkdir -p /tmp/shim && printf '#!/bin/sh\nexec %s "$@"\n' "$(command -v "$PY")" >/tmp/shim/python &&
     chmod +x /tmp/shim/python && export PATH=/tmp/shim:$PATH
-  res=${OUT:-gpu_bench_out}; mkdir -p "$res"
+  res=${OUT:-gpu_bench_out}; mkdir -p "$res"; rm -rf /tmp/gb  # a warm machine keeps the last call's runs
   OUT=/tmp/gb bash scripts/gpu_bench.sh 2>&1 | tee "$res/gpu_bench.log"
   rc=${PIPESTATUS[0]}
   cp /tmp/gb/bench_train.txt "$res/" 2>/dev/null
