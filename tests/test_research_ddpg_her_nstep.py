@@ -3,30 +3,20 @@ functions: n=1 is ddpg_her.py's target, a 3-step target computed by hand (reward
 relabelled goal, bootstrap from o[t+k]), the cut at the episode's end, and MHER(lambda), lambda=0 being 1-step."""
 
 import copy
-import importlib.util
-from functools import partial
-import os
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from test_ddpg_her import TINY, metrics, run_dir  # the tiny budget; metrics.csv without its timing columns
-from test_ddpg_her import run as run_script
+from fork_checks import check_resumes_exactly_and_evaluates, load_fork
+from test_ddpg_her import TINY  # the tiny budget
 
 import ddpg_her
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(ROOT, "research", "ddpg_her_nstep.py")
-spec = importlib.util.spec_from_file_location("ddpg_her_nstep", SCRIPT)
-fork = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(fork)
+fork, SCRIPT, run = load_fork("ddpg_her_nstep")  # the module, its path, test_ddpg_her.py's runner on it
 
 ENV = gym.make("FetchReach-v0").unwrapped  # compute_reward: 0 within 0.05 of the goal, else -1
 GAMMA, CLIP = 0.98, 50.0  # FetchReach's gamma = 1 - 1/T and clip_return = 1/(1 - gamma)
-
-
-run = partial(run_script, script=SCRIPT)  # test_ddpg_her.py's runner, on this fork
 
 
 # ---- the target ---------------------------------------------------------------------------------------------------
@@ -213,21 +203,9 @@ def test_the_cut_at_the_episodes_end():
 
 # ---- end to end (last, so that with -x a broken target stops the run before these slow tests) ------------------------
 def test_runs_resumes_exactly_and_evaluates(tmp_path):
-    tiny = [*TINY, "--env-threads", "1"]  # the default --n-step 3
-    run(tmp_path, *tiny, "--n-epochs", "2", "--exp-name", "whole")
-    run(tmp_path, *tiny, "--n-epochs", "1", "--exp-name", "parts", "--save-model")
-    path = run_dir(tmp_path, "parts")
-    proc = run(tmp_path, "--resume", path, "--n-epochs", "2")
-    assert "resumed" in proc.stdout and "after epoch 1" in proc.stdout
-    assert metrics(path) == metrics(run_dir(tmp_path, "whole"))
-    whole = torch.load(os.path.join(run_dir(tmp_path, "whole"), "checkpoint.pt"), weights_only=False)
-    resumed = torch.load(os.path.join(path, "checkpoint.pt"), weights_only=False)
-    assert resumed["args"]["n_step"] == 3 and resumed["args"]["mher_lambda"] is None
-    for name in ("actor", "critic", "actor_target", "critic_target", "normalizer"):
-        for key, value in whole["state"][name].items():
-            np.testing.assert_array_equal(value.numpy(), resumed["state"][name][key].numpy())
-    proc = run(tmp_path, path, "--episodes", "2", script=os.path.join(ROOT, "evaluate.py"))
-    assert "FetchReach-v0: test success" in proc.stdout and "ddpg_her_nstep.py, 2 epochs" in proc.stdout
+    _, resumed = check_resumes_exactly_and_evaluates(tmp_path, SCRIPT, [*TINY, "--env-threads", "1"], (
+        "actor", "critic", "actor_target", "critic_target", "normalizer"))
+    assert resumed["args"]["n_step"] == 3 and resumed["args"]["mher_lambda"] is None  # the defaults
 
 
 @pytest.mark.parametrize("options, message", [(["--n-step", "0"], "--n-step must be >= 1, got 0"),

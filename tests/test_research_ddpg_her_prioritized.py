@@ -7,23 +7,14 @@ subprocess: resumed it ends as an uninterrupted run does (the priorities include
 """
 
 import copy
-import importlib.util
-from functools import partial
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
-from test_ddpg_her import TINY, metrics, run_dir
-from test_ddpg_her import run as run_script
+from fork_checks import check_resumes_exactly_and_evaluates, load_fork
+from test_ddpg_her import TINY  # the tiny budget
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(ROOT, "research", "ddpg_her_prioritized.py")
-spec = importlib.util.spec_from_file_location("ddpg_her_prioritized", SCRIPT)
-fork = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(fork)
+fork, SCRIPT, run = load_fork("ddpg_her_prioritized")  # the module, its path, test_ddpg_her.py's runner on it
 
 DIMS = dict(o=1, g=1, ag=1, u=1)
 
@@ -153,28 +144,11 @@ def test_importance_weights_weigh_the_critics_squared_errors():
     torch.testing.assert_close(losses[1], td.square().mean())
 
 
-run = partial(run_script, script=SCRIPT)  # test_ddpg_her.py's runner, on this fork
-
-
 def test_resume_continues_exactly_and_evaluate_reads_the_model(tmp_path):
     # 6 episodes of room, 4 new an epoch: epoch 2 overwrites old episodes (new ones get the max priority), and the
     # resume must restore priorities that the updates changed after their episodes were written to replay/.
     small = [*TINY, "--env-threads", "1", "--buffer-size", "300"]
-    run(tmp_path, *small, "--n-epochs", "2", "--exp-name", "whole", "--save-model")
-    run(tmp_path, *small, "--n-epochs", "1", "--exp-name", "parts")
-    path = run_dir(tmp_path, "parts")
-    proc = run(tmp_path, "--resume", path, "--n-epochs", "2")
-    assert "resumed" in proc.stdout and "after epoch 1" in proc.stdout
-    assert metrics(path) == metrics(run_dir(tmp_path, "whole")) and len(metrics(path)) == 2
-    whole = torch.load(os.path.join(run_dir(tmp_path, "whole"), "checkpoint.pt"), weights_only=False)
-    resumed = torch.load(os.path.join(path, "checkpoint.pt"), weights_only=False)
-    for name in ("actor", "critic", "normalizer", "priority"):
-        for key, value in whole["state"][name].items():
-            assert torch.equal(value, resumed["state"][name][key]), (name, key)
+    whole, _ = check_resumes_exactly_and_evaluates(tmp_path, SCRIPT, small, (
+        "actor", "critic", "actor_target", "critic_target", "normalizer", "priority"))
     p_alpha = whole["state"]["priority"]["p_alpha"]
     assert (p_alpha[:6] > 0).all() and len(p_alpha[:6].unique()) > 50  # every stored slot has one; updates set many
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "evaluate.py"), run_dir(tmp_path, "whole"),
-                           "--episodes", "2"], cwd=tmp_path, capture_output=True, text=True,
-                          env=dict(os.environ, MUJOCO_GL="egl"), timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    assert "FetchReach-v0: test success" in proc.stdout and "ddpg_her_prioritized.py" in proc.stdout

@@ -2,23 +2,13 @@
 functions: which rows are the reach task's and what their goals and rewards compare, the networks' input for each
 task (the main task's is ddpg_her.py's [o, g] with an empty slot, as evaluate.py feeds it), and RHER's exploration."""
 
-import importlib.util
-import os
-from functools import partial
-
 import numpy as np
 import pytest
 import torch
-from test_ddpg_her import TINY, metrics, run_dir  # the tiny budget; metrics.csv without its timing columns
-from test_ddpg_her import run as run_script
+from fork_checks import check_resumes_exactly_and_evaluates, load_fork
+from test_ddpg_her import TINY  # the tiny budget
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(ROOT, "research", "ddpg_her_relay.py")
-spec = importlib.util.spec_from_file_location("ddpg_her_relay", SCRIPT)
-fork = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(fork)
-
-run = partial(run_script, script=SCRIPT)  # test_ddpg_her.py's runner, on this fork
+fork, SCRIPT, run = load_fork("ddpg_her_relay")  # the module, its path, test_ddpg_her.py's runner on it
 PUSH = [*TINY, "--env-id", "FetchPush-v0", "--env-threads", "1"]  # (tyro: the later --env-id wins)
 N_EPS, T, DIM_O, DIM_G = 6, 5, 8, 3
 
@@ -79,19 +69,8 @@ def test_only_envs_away_from_the_object_explore_the_reach_task():
 
 # ---- end to end (last, so that with -x a broken unit stops the run before these slow tests) ---------------------------
 def test_runs_resumes_exactly_and_evaluates(tmp_path):
-    run(tmp_path, *PUSH, "--n-epochs", "2", "--exp-name", "whole")
-    run(tmp_path, *PUSH, "--n-epochs", "1", "--exp-name", "parts", "--save-model")
-    path = run_dir(tmp_path, "parts")
-    proc = run(tmp_path, "--resume", path, "--n-epochs", "2")
-    assert "resumed" in proc.stdout and "after epoch 1" in proc.stdout
-    assert metrics(path) == metrics(run_dir(tmp_path, "whole"))
-    whole = torch.load(os.path.join(run_dir(tmp_path, "whole"), "checkpoint.pt"), weights_only=False)["state"]
-    resumed = torch.load(os.path.join(path, "checkpoint.pt"), weights_only=False)["state"]
-    for name in ("actor", "critic", "actor_target", "critic_target", "normalizer"):
-        for key, value in whole[name].items():
-            np.testing.assert_array_equal(value.numpy(), resumed[name][key].numpy())
-    proc = run(tmp_path, path, "--episodes", "2", script=os.path.join(ROOT, "evaluate.py"))
-    assert "FetchPush-v0: test success" in proc.stdout and "ddpg_her_relay.py, 2 epochs" in proc.stdout
+    check_resumes_exactly_and_evaluates(tmp_path, SCRIPT, PUSH, (
+        "actor", "critic", "actor_target", "critic_target", "normalizer"), env_id="FetchPush-v0")
 
 
 @pytest.mark.parametrize("options, message", [

@@ -3,31 +3,16 @@ the same batch, a 3-step target by hand for both tasks (the main task's rewards 
 from the gripper, each under its own goal; the cut at the episode's end), a smoke run with resume and evaluation."""
 
 import copy
-import importlib.util
-import os
-from functools import partial
 
 import gymnasium as gym
 import numpy as np
-import pytest
 import torch
-from test_ddpg_her import TINY, metrics, run_dir  # the tiny budget; metrics.csv without its timing columns
-from test_ddpg_her import run as run_script
+from fork_checks import check_resumes_exactly_and_evaluates, load_fork
+from test_ddpg_her import TINY  # the tiny budget
 from test_research_ddpg_her_nstep import recorded_targets  # every F.mse_loss(q, target) target, recorded
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def load(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "research", name + ".py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-fork, relay = load("ddpg_her_relay_nstep"), load("ddpg_her_relay")
-SCRIPT = os.path.join(ROOT, "research", "ddpg_her_relay_nstep.py")
-run = partial(run_script, script=SCRIPT)  # test_ddpg_her.py's runner, on this fork
+fork, SCRIPT, run = load_fork("ddpg_her_relay_nstep")  # the module, its path, test_ddpg_her.py's runner on it
+relay = load_fork("ddpg_her_relay")[0]
 PUSH = [*TINY, "--env-id", "FetchPush-v0", "--env-threads", "1"]  # (tyro: the later --env-id wins)
 ENV = gym.make("FetchPush-v0").unwrapped  # compute_reward: 0 within 0.05 of the goal, else -1
 GAMMA, CLIP = 0.98, 50.0
@@ -138,14 +123,8 @@ def test_three_step_target_by_hand_for_both_tasks(monkeypatch):
 
 # ---- end to end (last, so that with -x a broken target stops the run before these slow tests) ------------------------
 def test_runs_resumes_exactly_and_evaluates(tmp_path):
-    run(tmp_path, *PUSH, "--n-epochs", "2", "--exp-name", "whole")
-    run(tmp_path, *PUSH, "--n-epochs", "1", "--exp-name", "parts", "--save-model")
-    path = run_dir(tmp_path, "parts")
-    proc = run(tmp_path, "--resume", path, "--n-epochs", "2")
-    assert "resumed" in proc.stdout and "after epoch 1" in proc.stdout
-    assert metrics(path) == metrics(run_dir(tmp_path, "whole"))
-    proc = run(tmp_path, path, "--episodes", "2", script=os.path.join(ROOT, "evaluate.py"))
-    assert "FetchPush-v0: test success" in proc.stdout and "ddpg_her_relay_nstep.py, 2 epochs" in proc.stdout
+    check_resumes_exactly_and_evaluates(tmp_path, SCRIPT, PUSH, (
+        "actor", "critic", "actor_target", "critic_target", "normalizer"), env_id="FetchPush-v0")
 
 
 def test_bad_n_step_is_refused(tmp_path):

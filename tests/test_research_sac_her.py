@@ -2,42 +2,27 @@
 computations: the temperature's step toward the target entropy, the soft twin-critic target, the squashed Gaussian."""
 
 import copy
-import importlib.util
-from functools import partial
 import math
-import os
 
 import pytest
 import torch
-from test_ddpg_her import TINY, metrics, run_dir
-from test_ddpg_her import run as run_script
+from fork_checks import check_resumes_exactly_and_evaluates, load_fork
+from test_ddpg_her import TINY, metrics, run_dir  # the tiny budget; metrics.csv without its timing columns
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(ROOT, "research", "sac_her.py")
-spec = importlib.util.spec_from_file_location("sac_her", SCRIPT)
-sac_her = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(sac_her)
+sac_her, SCRIPT, run = load_fork("sac_her")  # the module, its path, test_ddpg_her.py's runner on it
 
 ONE_THREAD = ["--env-threads", "1"]  # TINY has --torch-threads 1
-
-
-run = partial(run_script, script=SCRIPT)  # test_ddpg_her.py's runner, on this fork
 
 
 
 
 # ---- the fork runs, resumes exactly and is evaluated as ddpg_her.py ------------------------------------------------
 def test_tiny_run_resumes_exactly_and_evaluates(tmp_path):
-    run(tmp_path, *TINY, *ONE_THREAD, "--n-epochs", "2", "--exp-name", "whole")
-    run(tmp_path, *TINY, *ONE_THREAD, "--n-epochs", "1", "--exp-name", "parts", "--save-model")
-    path = run_dir(tmp_path, "parts")
-    proc = run(tmp_path, "--resume", path, "--n-epochs", "2")
-    assert "resumed" in proc.stdout and "after epoch 1" in proc.stdout
-    rows = metrics(path)
-    assert len(rows) == 2 and rows == metrics(run_dir(tmp_path, "whole"))  # temperature and its Adam state restored
+    # the temperature and its Adam state restored, or the resumed run's alpha (a metrics.csv column) would differ
+    check_resumes_exactly_and_evaluates(tmp_path, SCRIPT, [*TINY, *ONE_THREAD], (
+        "actor", "critic", "critic_target", "temperature", "normalizer"))
+    rows = metrics(run_dir(tmp_path, "parts"))
     assert 0 < float(rows[1]["alpha"]) < float(rows[0]["alpha"]) < 1  # init 1; the tiny policy's entropy is high
-    proc = run(tmp_path, path, "--episodes", "2", script=os.path.join(ROOT, "evaluate.py"))
-    assert "test success" in proc.stdout and "sac_her.py, 2 epochs" in proc.stdout
 
 
 @pytest.mark.parametrize("options, message", [(["--alpha-lr", "0"], "--alpha-lr must be positive, got 0.0"),

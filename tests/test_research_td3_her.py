@@ -2,45 +2,21 @@
 (clipped double-Q target at the smoothed target action, both critics on that target, delayed actor updates on Q1)."""
 
 import copy
-import importlib.util
-from functools import partial
-import os
 
-import numpy as np
 import pytest
 import torch
-from test_ddpg_her import TINY, metrics, run_dir  # the tiny budget; metrics.csv without its timing columns
-from test_ddpg_her import run as run_script
+from fork_checks import check_resumes_exactly_and_evaluates, load_fork
+from test_ddpg_her import TINY  # the tiny budget
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(ROOT, "research", "td3_her.py")
-spec = importlib.util.spec_from_file_location("td3_her", SCRIPT)
-td3 = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(td3)
+td3, SCRIPT, run = load_fork("td3_her")  # the module, its path, test_ddpg_her.py's runner on it
 
 DIM_X, DIM_U, MAX_U, B = 7, 3, 2.0, 512  # max_u = 2: noise that is not scaled by max_u shows
 
 
-run = partial(run_script, script=SCRIPT)  # test_ddpg_her.py's runner, on this fork
-
-
 def test_runs_resumes_exactly_and_evaluates(tmp_path):
-    tiny = [*TINY, "--env-threads", "1"]
-    run(tmp_path, *tiny, "--n-epochs", "2", "--exp-name", "whole")
-    run(tmp_path, *tiny, "--n-epochs", "1", "--exp-name", "parts", "--save-model")
-    path = run_dir(tmp_path, "parts")
-    proc = run(tmp_path, "--resume", path, "--n-epochs", "2")
-    assert "resumed" in proc.stdout and "after epoch 1" in proc.stdout
-    assert metrics(path) == metrics(run_dir(tmp_path, "whole"))
-    whole = torch.load(os.path.join(run_dir(tmp_path, "whole"), "checkpoint.pt"), weights_only=False)["state"]
-    resumed = torch.load(os.path.join(path, "checkpoint.pt"), weights_only=False)["state"]
-    assert set(resumed) >= {"critic1", "critic2", "critic1_target", "critic2_target", "actor_optimizer",
-                            "critic_optimizer"}
-    for name in ("actor", "critic1", "critic2", "actor_target", "critic1_target", "critic2_target", "normalizer"):
-        for key, value in whole[name].items():
-            np.testing.assert_array_equal(value.numpy(), resumed[name][key].numpy())
-    proc = run(tmp_path, path, "--episodes", "2", script=os.path.join(ROOT, "evaluate.py"))
-    assert "FetchReach-v0: test success" in proc.stdout and "td3_her.py, 2 epochs" in proc.stdout
+    _, resumed = check_resumes_exactly_and_evaluates(tmp_path, SCRIPT, [*TINY, "--env-threads", "1"], (
+        "actor", "critic1", "critic2", "actor_target", "critic1_target", "critic2_target", "normalizer"))
+    assert set(resumed["state"]) >= {"actor_optimizer", "critic_optimizer"}
 
 
 def test_a_bad_option_is_refused(tmp_path):  # (one: each run costs seconds of imports)
