@@ -70,6 +70,8 @@ for part in $parts; do
         grid "combined_polyak_$p" --envs FetchPush-v0 --configs research/ddpg_her_relay_nstep --seeds 1 2 3 \
           --extra "--polyak $p" --epochs 5
       done ;;
+    # Every fork and the baseline on FetchPickAndPlace, 3 seeds, 1M env steps. (The campaign's ddpg_her runs here are
+    # part pnp_screen's, copied with their checkpoints and resumed from epoch 10: the grid resumes a shorter run.)
     pnp) grid pnp --envs FetchPickAndPlace-v0 --configs ddpg_her $object_forks --seeds 1 2 3 --extra "" --epochs 25 ;;
     # HandManipulateBlockRotateZ: 1 seed, 12 epochs (80,000 env steps each; the baseline reached 0.42 there).
     hand) grid hand --envs HandManipulateBlockRotateZ-v0 --configs ddpg_her $forks --seeds 1 --extra "" --epochs 12 ;;
