@@ -5,6 +5,7 @@ curve averaged over seeds and then over the configurations.
     python scripts/hparam_search.py --smoke                       # 2 combinations, 1 tiny epoch: a minute or two
     python scripts/hparam_search.py                               # the paper's: 40 combinations x 4 configs x 3 seeds
     python scripts/hparam_search.py --address auto --cpus-per-run 8
+    python scripts/hparam_search.py --configs research/my_idea     # a fork of one of the four, searched alike
 
 A trial is one training run (one combination, configuration and seed): the script started as a subprocess in the
 trial's directory, its metrics.csv rows reported to Tune as they appear (test_success, and auc: the mean test success
@@ -23,6 +24,7 @@ import argparse
 import glob
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -30,7 +32,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
-from grid import CONFIGS, SMOKE, die_with_parent, env_id  # noqa: E402
+from grid import CONFIGS, SMOKE, die_with_parent, env_id, exp_name, script  # noqa: E402
 
 SPACE = {  # Appendix B: the searched values
     "actor_lr": [1e-4, 3e-4, 6e-4, 1e-3, 3e-3, 6e-3, 1e-2],
@@ -64,11 +66,11 @@ def trial(config, spec):
     with open(os.path.join(trial_dir, "trial.json"), "w") as f:
         json.dump(config, f)
     done = [d for d in glob.glob(os.path.join(trial_dir, "runs", "*")) if os.path.exists(f"{d}/checkpoint.pt")]
-    script = os.path.join(ROOT, f"{config['config']}.py")
+    path = script(config["config"])  # ddpg_her.py, or a fork's research/my_idea.py
     if done:  # restored after an interruption: continue the run
-        command = [sys.executable, script, "--resume", os.path.relpath(done[-1], trial_dir)]
+        command = [sys.executable, path, "--resume", os.path.relpath(done[-1], trial_dir)]
     else:
-        command = [sys.executable, script, "--env-id", env_id(spec["env"], config["config"]),
+        command = [sys.executable, path, "--env-id", env_id(spec["env"], config["config"]),
                    "--seed", str(config["seed"]), "--n-epochs", str(spec["epochs"]),
                    "--torch-threads", str(spec["torch_threads"]), "--env-threads", str(spec["torch_threads"]),
                    *spec["extra"], "--batch-size", str(config["batch_size"] * spec["batch_workers"])]  # last wins
@@ -119,7 +121,9 @@ def ranked_table(results, configs, seeds):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", default="HandManipulateBlockRotateZ-v0", help="the environment (sparse id)")
-    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), help="configurations")
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS),
+                        help="configurations: the paper's four or forks' paths from the repository root "
+                             "(research/my_idea); default: the four")
     parser.add_argument("--samples", type=int, help="random combinations (paper: 40; --smoke: 2)")
     parser.add_argument("--seeds", nargs="+", type=int, help="seeds per combination and config (paper: 3 seeds)")
     parser.add_argument("--epochs", type=int, help="epochs per trial (default 50; --smoke: 1)")
@@ -138,9 +142,20 @@ def main(argv=None):
 
     if args.env not in envs.ENV_IDS or "Dense" in args.env:
         parser.error(f"unknown environment {args.env!r}; give a sparse id of envs.ENV_IDS")
-    for c in args.configs:
-        if c not in CONFIGS:
-            parser.error(f"unknown configuration {c!r}; valid: {' '.join(CONFIGS)}")
+    args.configs = [c.removesuffix(".py") for c in args.configs]
+    for c in args.configs:  # as grid.py: one of the four, or a fork of one
+        if not os.path.isfile(script(c)):
+            parser.error(f"unknown configuration {c!r}: no {os.path.relpath(script(c), ROOT)}; give one of the paper's "
+                         f"four ({' '.join(CONFIGS)}) or a fork's path from the repository root, e.g. research/my_idea")
+    names = [exp_name(c) for c in args.configs]
+    if len(set(names)) < len(names):
+        parser.error(f"--configs {' '.join(args.configs)}: two scripts of one file name would share run names")
+    for c in args.configs:  # a fork may have dropped one of the searched options (sac_her.py: --noise-eps)
+        usage = subprocess.run([sys.executable, script(c), "--help"], capture_output=True, text=True).stdout
+        missing = [o for o in (f"--{k.replace('_', '-')}" for k in SPACE) if not re.search(rf"{o}[\s=]", usage)]
+        if missing:
+            parser.error(f"{c} has no {', '.join(missing)}, which the search sets (Appendix B's space): search it "
+                         f"with scripts/grid.py --extra instead, or give the fork the option")
     seeds = args.seeds or ([1] if args.smoke else [1, 2, 3])
     spec = dict(env=args.env, configs=args.configs, seeds=seeds, samples=args.samples or (2 if args.smoke else 40),
                 epochs=args.epochs or (1 if args.smoke else 50),

@@ -368,7 +368,6 @@ MUTATIONS = [
     m("relay_nstep_discount_gamma", "research/ddpg_her_relay_nstep.py", "return r, gamma ** k[:, None].float()",
       "return r, gamma * torch.ones_like(k[:, None].float())", RELAY_NSTEP,
       "the bootstrap is discounted by gamma, not gamma^k"),
-    # ---- envs.ThreadVectorEnv (tests/test_vector.py) ---------------------------------------------------------------
     # ---- scripts/plot.py: the figures of docs/research.md ----------------------------------------------------------
     m("plot_split_by_first_key_only", "scripts/plot.py",
       'for key in split_by or ()])', 'for key in (split_by or ())[:1]])',
@@ -379,6 +378,12 @@ MUTATIONS = [
     m("plot_labels_sorted_as_text", "scripts/plot.py",
       'natural(e[1])))', 'e[1]))',
       PLOT, "curves ordered as text: n_batches=120 before n_batches=40"),
+    # ---- scripts/hparam_search.py (tests/test_grid.py) -------------------------------------------------------------
+    m("hparam_search_missing_option_not_refused", "scripts/hparam_search.py",
+      "        if missing:", "        if False:",
+      ["tests/test_grid.py", "-x", "-q", "-k", "refuses_a_config"],
+      "a fork without a searched option (sac_her.py: --noise-eps) is searched, and every trial fails"),
+    # ---- envs.ThreadVectorEnv (tests/test_vector.py) ---------------------------------------------------------------
     m("vector_no_autoreset", "envs/vector.py",
       "            if self._autoreset_envs[i]:", "            if False:",
       ["tests/test_vector.py", "-x", "-q"], "ThreadVectorEnv steps an ended episode instead of resetting it"),

@@ -170,7 +170,7 @@ def test_a_grid_directory_of_another_grid_is_refused(tmp_path, capsys):
 
 def test_hparam_search_smoke_on_tune(tmp_path):
     out = str(tmp_path / "search")
-    options = ["--smoke", "--configs", "ddpg_her", "ddpg", "--cpus-per-run", "1", "--out", out]
+    options = ["--smoke", "--configs", "ddpg_her", "research/td3_her", "--cpus-per-run", "1", "--out", out]
     rc, output = finish(start(*options, script="hparam_search.py"))
     assert rc == 0, output
     table = read(f"{out}/hparam_search.md").splitlines()
@@ -185,12 +185,23 @@ def test_hparam_search_smoke_on_tune(tmp_path):
         config = json.load(open(path))
         assert config["actor_lr"] == params["actor_lr"] and config["action_l2"] == params["action_l2"]
         assert config["batch_size"] == params["batch_size"]  # x 1 worker in --smoke
-        assert config["exp_name"] == params["config"]
+        assert config["exp_name"] == os.path.basename(params["config"])  # research/td3_her runs as td3_her
     # Started again: Tune restores the finished search, nothing is rerun.
     rc, output = finish(start(*options, script="hparam_search.py"))
     assert rc == 0 and "continuing the search" in output, output
     assert read(f"{out}/hparam_search.md").splitlines() == table
     assert len(glob.glob(f"{out}/trials/*/runs/*")) == 4
+
+
+@pytest.mark.parametrize("configs, message", [
+    (["research/nope"], "unknown configuration 'research/nope': no research/nope.py"),
+    (["ddpg_her", "research/sac_her"], "research/sac_her has no --noise-eps, which the search sets")])
+def test_hparam_search_refuses_a_config_it_cannot_search(tmp_path, capsys, configs, message):
+    import hparam_search
+    with pytest.raises(SystemExit) as error:
+        hparam_search.main(["--smoke", "--configs", *configs, "--out", str(tmp_path / "search")])
+    assert error.value.code == 2 and message in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "search")
 
 
 @pytest.mark.slow
