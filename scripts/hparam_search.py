@@ -151,7 +151,10 @@ def main(argv=None):
     if len(set(names)) < len(names):
         parser.error(f"--configs {' '.join(args.configs)}: two scripts of one file name would share run names")
     for c in args.configs:  # a fork may have dropped one of the searched options (sac_her.py: --noise-eps)
-        usage = subprocess.run([sys.executable, script(c), "--help"], capture_output=True, text=True).stdout
+        usage = subprocess.run([sys.executable, script(c), "--help"], capture_output=True, text=True)
+        if usage.returncode != 0:
+            parser.error(f"{c}: python {os.path.relpath(script(c), ROOT)} --help failed:\n{usage.stderr[-2000:]}")
+        usage = usage.stdout
         missing = [o for o in (f"--{k.replace('_', '-')}" for k in SPACE) if not re.search(rf"{o}[\s=]", usage)]
         if missing:
             parser.error(f"{c} has no {', '.join(missing)}, which the search sets (Appendix B's space): search it "

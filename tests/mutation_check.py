@@ -382,7 +382,7 @@ MUTATIONS = [
     m("hparam_search_missing_option_not_refused", "scripts/hparam_search.py",
       "        if missing:", "        if False:",
       ["tests/test_grid.py", "-x", "-q", "-k", "refuses_a_config"],
-      "a fork without a searched option (sac_her.py: --noise-eps) is searched, and every trial fails"),
+      "a fork without a searched option (sac_her.py: --noise-eps) is searched, and its trials fail"),
     # ---- envs.ThreadVectorEnv (tests/test_vector.py) ---------------------------------------------------------------
     m("vector_no_autoreset", "envs/vector.py",
       "            if self._autoreset_envs[i]:", "            if False:",

@@ -14,8 +14,6 @@ sac_her, SCRIPT, run = load_fork("sac_her")  # the module, its path, test_ddpg_h
 ONE_THREAD = ["--env-threads", "1"]  # TINY has --torch-threads 1
 
 
-
-
 # ---- the fork runs, resumes exactly and is evaluated as ddpg_her.py ------------------------------------------------
 def test_tiny_run_resumes_exactly_and_evaluates(tmp_path):
     # the temperature and its Adam state restored, or the resumed run's alpha (a metrics.csv column) would differ
