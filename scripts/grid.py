@@ -59,6 +59,20 @@ def exp_name(config):  # the scripts' exp_name: their file's name (research/td3_
     return os.path.basename(config)
 
 
+def check_configs(parser, configs):
+    """--configs as given (ddpg_her, research/my_idea, .py or not): their names without .py, each an existing script
+    with its own file name (the runs' names); else a parser error naming the problem."""
+    configs = [c.removesuffix(".py") for c in configs]
+    for c in configs:
+        if not os.path.isfile(script(c)):
+            parser.error(f"unknown configuration {c!r}: no {os.path.relpath(script(c), ROOT)}; give one of the paper's "
+                         f"four ({' '.join(CONFIGS)}) or a fork's path from the repository root, e.g. research/my_idea")
+    names = [exp_name(c) for c in configs]
+    if len(set(names)) < len(names):
+        parser.error(f"--configs {' '.join(configs)}: two scripts of one file name would share run names")
+    return configs
+
+
 def env_id(env, config):  # the dense configurations run on the ...Dense-v0 twin
     return env.replace("-v0", "Dense-v0") if exp_name(config).endswith("_dense") else env
 
@@ -189,14 +203,7 @@ def check(parser, args):
         if e not in sparse:
             parser.error(f"unknown environment {e!r} (give the sparse id; the dense configurations use its Dense "
                          f"twin); valid: {' '.join(sparse)}")
-    args.configs = [c.removesuffix(".py") for c in args.configs]
-    for c in args.configs:
-        if not os.path.isfile(script(c)):
-            parser.error(f"unknown configuration {c!r}: no {os.path.relpath(script(c), ROOT)}; give one of the paper's "
-                         f"four ({' '.join(CONFIGS)}) or a fork's path from the repository root, e.g. research/my_idea")
-    names_of_runs = [exp_name(c) for c in args.configs]
-    if len(set(names_of_runs)) < len(names_of_runs):
-        parser.error(f"--configs {' '.join(args.configs)}: two scripts of one file name would share run names")
+    args.configs = check_configs(parser, args.configs)
     seeds = args.seeds or ([1] if args.smoke else [1, 2, 3, 4, 5])
     if args.max_retries < 0 or args.cpus_per_run <= 0:
         parser.error("--cpus-per-run must be positive, --max-retries >= 0")

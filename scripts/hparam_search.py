@@ -32,7 +32,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
-from grid import CONFIGS, SMOKE, die_with_parent, env_id, exp_name, script  # noqa: E402
+from grid import CONFIGS, SMOKE, check_configs, die_with_parent, env_id, script  # noqa: E402
 
 SPACE = {  # Appendix B: the searched values
     "actor_lr": [1e-4, 3e-4, 6e-4, 1e-3, 3e-3, 6e-3, 1e-2],
@@ -142,14 +142,7 @@ def main(argv=None):
 
     if args.env not in envs.ENV_IDS or "Dense" in args.env:
         parser.error(f"unknown environment {args.env!r}; give a sparse id of envs.ENV_IDS")
-    args.configs = [c.removesuffix(".py") for c in args.configs]
-    for c in args.configs:  # as grid.py: one of the four, or a fork of one
-        if not os.path.isfile(script(c)):
-            parser.error(f"unknown configuration {c!r}: no {os.path.relpath(script(c), ROOT)}; give one of the paper's "
-                         f"four ({' '.join(CONFIGS)}) or a fork's path from the repository root, e.g. research/my_idea")
-    names = [exp_name(c) for c in args.configs]
-    if len(set(names)) < len(names):
-        parser.error(f"--configs {' '.join(args.configs)}: two scripts of one file name would share run names")
+    args.configs = check_configs(parser, args.configs)  # as grid.py: one of the four, or a fork of one
     for c in args.configs:  # a fork may have dropped one of the searched options (sac_her.py: --noise-eps)
         usage = subprocess.run([sys.executable, script(c), "--help"], capture_output=True, text=True)
         if usage.returncode != 0:
