@@ -2,6 +2,9 @@
 (clipped double-Q target at the smoothed target action, both critics on that target, delayed actor updates on Q1)."""
 
 import copy
+import runpy
+import signal
+import sys
 
 import pytest
 import torch
@@ -23,6 +26,30 @@ def test_a_bad_option_is_refused(tmp_path):  # (one: each run costs seconds of i
     proc = run(tmp_path, "--policy-frequency", "0", check=False)
     assert proc.returncode != 0 and "--policy-frequency must be >= 1, got 0" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_the_script_steps_the_actor_on_critic1(tmp_path, monkeypatch):
+    """The main loop's wiring, which the unit tests below cannot see: a tiny run in this process (runpy keeps the
+    script's globals), recording each network that an actor step freezes for its dQ/du. TD3's actor follows Q1."""
+    frozen, requires_grad_ = [], torch.nn.Module.requires_grad_
+
+    def recording(module, requires_grad=True):
+        if not requires_grad:
+            frozen.append(module)
+        return requires_grad_(module, requires_grad)
+
+    monkeypatch.setattr(torch.nn.Module, "requires_grad_", recording)
+    monkeypatch.setattr(sys, "argv", [SCRIPT, *TINY, "--env-threads", "1", "--n-epochs", "1"])
+    monkeypatch.chdir(tmp_path)
+    handlers, threads = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}, torch.get_num_threads()
+    try:
+        script = runpy.run_path(SCRIPT, run_name="__main__")
+    finally:  # the run's Ctrl-C handling and thread count are this process's now: give them back
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+        torch.set_num_threads(threads)
+    assert len(frozen) == 2 * 2 // script["args"].policy_frequency  # 2 cycles of 2 updates, one actor step per d
+    assert all(net is script["critic1"] for net in frozen), frozen
 
 
 def make_nets(seed=0):
