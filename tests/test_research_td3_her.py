@@ -43,12 +43,15 @@ def test_the_script_steps_the_actor_on_critic1(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     handlers, threads = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}, torch.get_num_threads()
     try:
-        script = runpy.run_path(SCRIPT, run_name="__main__")
+        with torch.random.fork_rng():  # (the run seeds torch's global generator)
+            script = runpy.run_path(SCRIPT, run_name="__main__")
     finally:  # the run's Ctrl-C handling and thread count are this process's now: give them back
         for s, handler in handlers.items():
             signal.signal(s, handler)
         torch.set_num_threads(threads)
-    assert len(frozen) == 2 * 2 // script["args"].policy_frequency  # 2 cycles of 2 updates, one actor step per d
+    script["run"].log_file.close()
+    a = script["args"]
+    assert len(frozen) == a.n_cycles * (a.n_batches // a.policy_frequency)  # each cycle: one per policy_frequency
     assert all(net is script["critic1"] for net in frozen), frozen
 
 
