@@ -46,16 +46,18 @@ for part in $parts; do
     # as part utd's 3x; the cheaper updates of RHER's batch 256), seed 1, the goal's budget.
     batch256) grid batch256 --envs FetchPush-v0 --configs research/ddpg_her_relay --seeds 1 \
       --extra "--batch-size 256 --n-batches 160" --epochs 5 ;;
-    # FetchPickAndPlace at the goal's budget (400,000 env steps): the combined fork, the best on FetchPush, and the
-    # n-step fork, the best section-2 fork there, against the baseline, 3 seeds; then the combined fork with part
-    # utd80's best arm (2x the updates, --polyak 0.9), and with 3x the updates and --polyak 0.9.
+    # FetchPickAndPlace at the goal's budget (400,000 env steps): the combined fork, the best on FetchPush, against
+    # the baseline, 3 seeds; then the combined fork with part utd80's best arm (2x the updates, --polyak 0.9), and
+    # with 3x the updates and --polyak 0.9; then the n-step fork, the best section-2 fork on FetchPush.
     pnp_screen)
       grid pnp_screen --envs FetchPickAndPlace-v0 --configs ddpg_her research/ddpg_her_relay_nstep \
-        research/ddpg_her_nstep --seeds 1 2 3 --extra "" --epochs 10
+        --seeds 1 2 3 --extra "" --epochs 10
       grid pnp_screen_utd80_polyak_0.9 --envs FetchPickAndPlace-v0 --configs research/ddpg_her_relay_nstep \
         --seeds 1 2 3 --extra "--n-batches 80 --polyak 0.9" --epochs 10
       grid pnp_screen_utd120_polyak_0.9 --envs FetchPickAndPlace-v0 --configs research/ddpg_her_relay_nstep \
-        --seeds 1 2 3 --extra "--n-batches 120 --polyak 0.9" --epochs 10 ;;
+        --seeds 1 2 3 --extra "--n-batches 120 --polyak 0.9" --epochs 10
+      grid pnp_screen_nstep --envs FetchPickAndPlace-v0 --configs research/ddpg_her_nstep --seeds 1 2 3 --extra "" \
+        --epochs 10 ;;
     # Toward the goal's two conditions at once (0.9 within 200,000 env steps, and no more minutes than ddpg_her.py),
     # the combined fork, 3 seeds: with 2x the updates per cycle (part utd's 3x met the env steps at 2.8x the cost per
     # env step), alone and with --polyak 0.9 ...
