@@ -48,7 +48,8 @@ for part in $parts; do
       --extra "--batch-size 256 --n-batches 160" --epochs 5 ;;
     # FetchPickAndPlace at the goal's budget (400,000 env steps): the combined fork, the best on FetchPush, against
     # the baseline, 3 seeds; then the combined fork with part utd80's best arm (2x the updates, --polyak 0.9), and
-    # with 3x the updates and --polyak 0.9; then the n-step fork, the best section-2 fork on FetchPush.
+    # with 3x the updates and --polyak 0.9; then the n-step fork, the best section-2 fork on FetchPush; then the other
+    # forks, each at its defaults (TD3, SAC, prioritised replay, the reach task alone).
     pnp_screen)
       grid pnp_screen --envs FetchPickAndPlace-v0 --configs ddpg_her research/ddpg_her_relay_nstep \
         --seeds 1 2 3 --extra "" --epochs 10
@@ -57,7 +58,9 @@ for part in $parts; do
       grid pnp_screen_utd120_polyak_0.9 --envs FetchPickAndPlace-v0 --configs research/ddpg_her_relay_nstep \
         --seeds 1 2 3 --extra "--n-batches 120 --polyak 0.9" --epochs 10
       grid pnp_screen_nstep --envs FetchPickAndPlace-v0 --configs research/ddpg_her_nstep --seeds 1 2 3 --extra "" \
-        --epochs 10 ;;
+        --epochs 10
+      grid pnp_screen_forks --envs FetchPickAndPlace-v0 --configs research/td3_her research/sac_her \
+        research/ddpg_her_prioritized research/ddpg_her_relay --seeds 1 2 3 --extra "" --epochs 10 ;;
     # Toward the goal's two conditions at once (0.9 within 200,000 env steps, and no more minutes than ddpg_her.py),
     # the combined fork, 3 seeds: with 2x the updates per cycle (part utd's 3x met the env steps at 2.8x the cost per
     # env step), alone and with --polyak 0.9 ...

@@ -235,7 +235,7 @@ def test_research_smoke_runs_every_comparison_end_to_end(tmp_path):
                        ("utd80", fetch[-1:]), ("utd80_polyak_0.9", fetch[-1:]), ("combined_polyak_0.9", fetch[-1:]),
                        ("combined_polyak_0.8", fetch[-1:]), ("pnp_screen", every[:1] + fetch[-1:]),
                        ("pnp_screen_utd80_polyak_0.9", fetch[-1:]), ("pnp_screen_utd120_polyak_0.9", fetch[-1:]),
-                       ("pnp_screen_nstep", every[1:2]),
+                       ("pnp_screen_nstep", every[1:2]), ("pnp_screen_forks", every[2:] + fetch[-2:-1]),
                        ("pnp", fetch), ("hand", every), ("polyak_0.8", every[:1]), ("polyak_0.9", every[:1]),
                        ("polyak_0.98", every[:1])]:
         n = len(exps)
