@@ -28,7 +28,7 @@ grid() {  # PART, then grid.py options (--smoke replaces the budget: 1 epoch of 
     python scripts/grid.py --out "$out/$part" --cpus-per-run 1 "$@"
   fi
 }
-all="screen push utd batch256 utd80 combined_polyak pnp_screen pnp hand polyak"
+all="screen push utd batch256 utd80 combined_polyak pnp_screen pnp hand polyak mher"
 parts=${*:-$all}
 for part in $parts; do
   case $part in
@@ -90,6 +90,10 @@ for part in $parts; do
         python scripts/plot.py --runs-dir "$out"/polyak_*/runs "$out"/push/runs --envs FetchPush-v0 --exps ddpg_her \
           --split-by polyak --x env_steps --out "$out/polyak.png" --title "FetchPush-v0, ddpg_her.py by --polyak"
       fi ;;
+    # The n-step fork's correction for off-policy data, MHER(lambda) (--mher-lambda 0.7, Yang et al.'s scripts), on
+    # FetchPush, 3 seeds, 400,000 env steps; its comparison is part push's n-step fork and ddpg_her.py, same seeds.
+    mher) grid mher --envs FetchPush-v0 --configs research/ddpg_her_nstep --seeds 1 2 3 --extra "--mher-lambda 0.7" \
+      --epochs 10 ;;
     *) echo "unknown part $part (one of: $all)"; exit 2 ;;
   esac
 done

@@ -237,7 +237,7 @@ def test_research_smoke_runs_every_comparison_end_to_end(tmp_path):
                        ("pnp_screen_utd80_polyak_0.9", fetch[-1:]), ("pnp_screen_utd120_polyak_0.9", fetch[-1:]),
                        ("pnp_screen_nstep", every[1:2]), ("pnp_screen_forks", every[2:] + fetch[-2:-1]),
                        ("pnp", fetch), ("hand", every), ("polyak_0.8", every[:1]), ("polyak_0.9", every[:1]),
-                       ("polyak_0.98", every[:1])]:
+                       ("polyak_0.98", every[:1]), ("mher", every[1:2])]:
         n = len(exps)
         assert f"{n}/{n} runs done (0 were done before), 0 failed" in output
         table = f"{tmp_path}/{part}/grid_smoke.md"
@@ -245,6 +245,8 @@ def test_research_smoke_runs_every_comparison_end_to_end(tmp_path):
             assert f"| {exp} |" in read(table), (part, exp)
     configs = glob.glob(f"{tmp_path}/utd/runs/*/config.json")  # the part's one change: 3x the updates per cycle
     assert len(configs) == 4 and all(json.loads(read(c))["n_batches"] == 120 for c in configs)
+    configs = glob.glob(f"{tmp_path}/mher/runs/*/config.json")  # the part's one change: MHER(lambda)
+    assert len(configs) == 1 and json.loads(read(configs[0]))["mher_lambda"] == 0.7
     goal_parts = ("utd80", "utd80_polyak_0.9", "combined_polyak_0.9", "combined_polyak_0.8",  # each one change
                   "pnp_screen_utd80_polyak_0.9", "pnp_screen_utd120_polyak_0.9")
     configs = [json.loads(read(c)) for part in goal_parts for c in glob.glob(f"{tmp_path}/{part}/runs/*/config.json")]
