@@ -4,14 +4,26 @@
     import envs  # noqa: F401  (registers the ids)
     env = gym.make("FetchPickAndPlace-v0")
 
-Every task also comes with a dense reward, as `...Dense-v0` (e.g. `FetchPushDense-v0`).
+Every task also comes with a dense reward, as `...Dense-v0` (e.g. `FetchPushDense-v0`). Each id has a natively
+batched version, which `gym.make_vec` returns (envs/vector.py):
+
+    vec = gym.make_vec("FetchPickAndPlace-v0", num_envs=38)          # GoalVectorEnv: one mujoco.batch.Batch
+    vec = gym.make_vec("FetchPickAndPlace-v0", num_envs=38, nthread=4)  # its thread count (default: one per CPU)
+
+How the two relate: a task's rules (action, observation, reward, reset, goal) are methods over a batch of
+simulations, written once. `gym.make` runs them on one MjData as a batch of one (`goal_env.DataSims`), which keeps
+the single env free of batch machinery and able to run on MuJoCo 3 beside the canonical environments (the parity
+check, tests/parity.py); `gym.make_vec` runs them on a `mujoco.batch.Batch` (`vector.BatchSims`), stepped on a C++
+thread pool without the GIL. The two give the same results bit for bit (tests/test_vector.py).
 """
+
+import functools
 
 import gymnasium as gym
 import numpy as np
 
 from envs.goal_env import REWARD_TYPES, GoalEnv, goal_distance  # noqa: F401
-from envs.vector import ThreadVectorEnv  # noqa: F401  (collection in threads: envs/vector.py)
+from envs.vector import GoalVectorEnv, ThreadVectorEnv  # noqa: F401  (the vector envs: envs/vector.py)
 
 # id stem -> (entry point, episode length in steps). Episode lengths: paper 1.4 / canonical registration.
 _TASKS = {
@@ -43,6 +55,8 @@ for _stem, (_entry_point, _max_steps) in _TASKS.items():
             max_episode_steps=_max_steps,
             kwargs={"reward_type": _reward_type},
             disable_env_checker=True,
+            # gym.make_vec(id, num_envs=N): the task batched on mujoco.batch (envs/vector.py)
+            vector_entry_point=functools.partial(GoalVectorEnv, _entry_point),
         )
         ENV_IDS.append(_id)
 ENV_IDS = tuple(ENV_IDS)

@@ -5,12 +5,11 @@ figures: `gymnasium_robotics/envs/fetch/{fetch_env,reach,push,slide,pick_and_pla
 the `-v4` environments). Differences from that code are listed in docs/environments.md.
 """
 
-import math
-
 import mujoco
 import numpy as np
 
 from envs.goal_env import GoalEnv, array_namespace, goal_distance
+from envs.rotations import mat2euler
 
 DISTANCE_THRESHOLD = 0.05  # paper 1.1: success within 5 cm
 MAX_DISPLACEMENT = 0.05  # fetch_env.py `_set_action`: one unit of action moves the mocap target 5 cm
@@ -21,20 +20,20 @@ MIN_OBJECT_GRIPPER_DISTANCE = 0.1  # fetch_env.py `_reset_sim`: the object never
 AIR_TARGET_PROBABILITY, AIR_TARGET_MAX_HEIGHT = 0.5, 0.45  # fetch_env.py `_sample_goal` (PickAndPlace)
 N_WARMUP_STEPS = 10  # fetch_env.py `_env_setup`: 10 steps of 20 substeps let the arm reach its start pose
 CAMERA_CONFIG = {"distance": 2.5, "azimuth": 132.0, "elevation": -14.0, "lookat": np.array([1.3, 0.75, 0.55])}
-_EPS4 = np.finfo(np.float64).eps * 4.0
 
 
-def mat2euler(mat: np.ndarray) -> tuple:
-    """Euler angles of a rotation matrix in the convention of the canonical observation.
-
-    MuJoCo has no Euler conversion of its own; this is the one `gymnasium_robotics.utils.rotations.mat2euler`
-    computes, for one matrix, in scalar math (several times faster than numpy on 3x3).
-    """
-    m = mat.reshape(3, 3).tolist()
-    cy = math.sqrt(m[2][2] * m[2][2] + m[1][2] * m[1][2])
-    if cy > _EPS4:
-        return -math.atan2(m[1][2], m[2][2]), -math.atan2(-m[0][2], cy), -math.atan2(m[0][1], m[0][0])
-    return 0.0, -math.atan2(-m[0][2], cy), -math.atan2(-m[1][0], m[1][1])
+def dof_chain(model: mujoco.MjModel, body: int) -> np.ndarray:
+    """The degrees of freedom that move `body`, in increasing order: the columns of its Jacobian that `mj_jac` fills
+    (the others are zero)."""
+    while body > 0 and model.body_dofnum[body] == 0:  # a body without joints moves with its parent
+        body = model.body_parentid[body]
+    dofs = []
+    if body > 0:
+        dof = model.body_dofadr[body] + model.body_dofnum[body] - 1
+        while dof >= 0:
+            dofs.append(dof)
+            dof = model.dof_parentid[dof]
+    return np.array(sorted(dofs), dtype=np.intp)
 
 
 def _as_slice(indices):
@@ -100,14 +99,19 @@ class FetchEnv(GoalEnv):
         finger_joints = [name2id(mujoco.mjtObj.mjOBJ_JOINT, n) for n in fingers]
         self._finger_qpos = _as_slice(m.jnt_qposadr[finger_joints])
         self._finger_qvel = _as_slice(m.jnt_dofadr[finger_joints])
+        assert isinstance(self._finger_qpos, slice), "the finger joints must be consecutive in qpos"
         # Position actuators (PickAndPlace only) take targets relative to the current finger opening.
         self._actuator_qpos = m.jnt_qposadr[m.actuator_trnid[:, 0]]
         if self.has_object:
             self._object_site = name2id(mujoco.mjtObj.mjOBJ_SITE, "object0")
             self._object_qpos = m.jnt_qposadr[name2id(mujoco.mjtObj.mjOBJ_JOINT, "object0:joint")]
-        # Jacobians of the sites we observe, preallocated: rows 0-2 grip translation, 3-5 object translation,
-        # 6-8 object rotation. Velocities are Jacobian @ qvel, as the canonical `get_site_xvelp` computes them.
-        self._jac = np.zeros((9 if self.has_object else 3, m.nv))
+        # The sites' velocities are their Jacobians times qvel, as the canonical `get_site_xvelp` computes them;
+        # the Jacobians come from MjData's fields as `mj_jacSite` computes them (see `_site_velocity`).
+        self._grip_chain = dof_chain(m, m.site_bodyid[self._grip_site])
+        self._grip_root = m.body_rootid[m.site_bodyid[self._grip_site]]
+        if self.has_object:
+            self._object_chain = dof_chain(m, m.site_bodyid[self._object_site])
+            self._object_root = m.body_rootid[m.site_bodyid[self._object_site]]
 
         for name, value in self.initial_qpos.items():
             joint = name2id(mujoco.mjtObj.mjOBJ_JOINT, name)
@@ -127,22 +131,23 @@ class FetchEnv(GoalEnv):
             self.height_offset = d.site_xpos[self._object_site][2]
 
     # ---- every episode ------------------------------------------------------------------------------------------
-    def _reset_sim(self):
+    def _reset_sim(self, sims, ids, rngs):
         if self.has_object:
-            object_xy = self.initial_gripper_xpos[:2]
-            while np.linalg.norm(object_xy - self.initial_gripper_xpos[:2]) < MIN_OBJECT_GRIPPER_DISTANCE:
-                object_xy = self.initial_gripper_xpos[:2] + self.np_random.uniform(-self.obj_range, self.obj_range, 2)
-            self.data.qpos[self._object_qpos : self._object_qpos + 2] = object_xy
-        mujoco.mj_forward(self.model, self.data)
-        return True
+            for i, rng in zip(ids, rngs):
+                object_xy = self.initial_gripper_xpos[:2]
+                while np.linalg.norm(object_xy - self.initial_gripper_xpos[:2]) < MIN_OBJECT_GRIPPER_DISTANCE:
+                    object_xy = self.initial_gripper_xpos[:2] + rng.uniform(-self.obj_range, self.obj_range, 2)
+                sims.qpos[i, self._object_qpos : self._object_qpos + 2] = object_xy
+        sims.forward(ids)
+        return np.ones(len(ids), bool)
 
-    def _sample_goal(self):
-        goal = self.initial_gripper_xpos[:3] + self.np_random.uniform(-self.target_range, self.target_range, size=3)
+    def _sample_goal(self, sims, i, rng):
+        goal = self.initial_gripper_xpos[:3] + rng.uniform(-self.target_range, self.target_range, size=3)
         if self.has_object:
             goal += self.target_offset
             goal[2] = self.height_offset
-            if self.target_in_the_air and self.np_random.uniform() < AIR_TARGET_PROBABILITY:
-                goal[2] += self.np_random.uniform(0, AIR_TARGET_MAX_HEIGHT)
+            if self.target_in_the_air and rng.uniform() < AIR_TARGET_PROBABILITY:
+                goal[2] += rng.uniform(0, AIR_TARGET_MAX_HEIGHT)
         return goal
 
     def _show_goal(self):
@@ -152,43 +157,58 @@ class FetchEnv(GoalEnv):
         self.data.site_xpos[self._target_site] = self.goal
 
     # ---- every step -----------------------------------------------------------------------------------------------
-    def _set_action(self, action):
-        d = self.data
+    def _set_action(self, sims, action, rows=slice(None)):
         # The mocap body is first put back onto the gripper, then displaced: the weld pulls the gripper after it.
-        d.mocap_pos[0] = d.xpos[self._gripper_body] + MAX_DISPLACEMENT * action[:3]
+        sims.mocap_pos[rows, 0] = sims.xpos[rows, self._gripper_body] + MAX_DISPLACEMENT * action[:, :3]
         # Canonical quirk kept on purpose: the quaternion is a sum, not a product; MuJoCo normalises mocap_quat.
-        d.mocap_quat[0] = d.xquat[self._gripper_body] + GRIPPER_QUAT_DELTA
+        sims.mocap_quat[rows, 0] = sims.xquat[rows, self._gripper_body] + GRIPPER_QUAT_DELTA
         if not self.block_gripper:
-            d.ctrl[:] = d.qpos[self._actuator_qpos] + action[3]
+            sims.ctrl[rows] = sims.qpos[rows][:, self._actuator_qpos] + action[:, 3:4]
 
-    def _step_callback(self):
+    def _step_callback(self, sims, ids):
         if self.block_gripper:
             # Fingers locked closed (paper 1.1). Position and velocity kinematics are all the observation needs;
             # the next mj_step recomputes everything else, so a full mj_forward would give the same trajectory.
-            self.data.qpos[self._finger_qpos] = 0.0
-            mujoco.mj_kinematics(self.model, self.data)
-            mujoco.mj_comPos(self.model, self.data)
+            sims.qpos[slice(None) if ids is None else ids, self._finger_qpos] = 0.0
+            sims.kinematics(ids)
 
-    def _get_obs(self):
-        m, d, jac = self.model, self.data, self._jac
-        grip_pos = d.site_xpos[self._grip_site]
-        mujoco.mj_jacSite(m, d, jac[0:3], None, self._grip_site)
-        qvel, dt = d.qvel, self.dt
-        fingers_qpos, fingers_qvel = d.qpos[self._finger_qpos], qvel[self._finger_qvel] * dt
+    def _jacobians(self, sims):
+        """The Jacobians of the observed sites, (n, 9, nv) (rows 0-2 grip translation, 3-5 object translation, 6-8
+        object rotation; 3 rows without an object), from MjData's fields as the observation reads them: straight
+        after mj_step, when positions and cdof lag one substep behind qvel (the canonical reading).
+
+        `mj_jacSite` in numpy over the batch, with its arithmetic (bit for bit, tests/test_vector.py): column j of a
+        translational Jacobian is cdof_j's linear part + its angular part x (site - subtree centre of mass), and
+        the columns of the dofs that do not move the site are zero.
+        """
+        sites = ((self._grip_site, self._grip_chain, self._grip_root),)
         if self.has_object:
-            object_pos = d.site_xpos[self._object_site]
-            mujoco.mj_jacSite(m, d, jac[3:6], jac[6:9], self._object_site)
-            vel = jac @ qvel * dt  # per-step displacements: velocities scaled by dt, as the canonical obs
-            grip_velp, object_velp, object_velr = vel[0:3], vel[3:6], vel[6:9]
-            obs = np.concatenate(
-                (grip_pos, object_pos, object_pos - grip_pos, fingers_qpos, mat2euler(d.site_xmat[self._object_site]),
-                 object_velp - grip_velp, object_velr, grip_velp, fingers_qvel)
-            )
-            achieved_goal = object_pos.copy()
-        else:
-            obs = np.concatenate((grip_pos, fingers_qpos, jac @ qvel * dt, fingers_qvel))
-            achieved_goal = grip_pos.copy()
-        return {"observation": obs, "achieved_goal": achieved_goal, "desired_goal": self.goal.copy()}
+            sites += ((self._object_site, self._object_chain, self._object_root),)
+        jac = np.zeros((sims.n, 3 * (len(sites) + self.has_object), self.model.nv))
+        for k, (site, chain, root) in enumerate(sites):
+            cdof = sims.cdof[:, chain]  # (n, len(chain), 6): angular, then linear
+            ang, lin = cdof[..., :3], cdof[..., 3:]
+            r = (sims.site_xpos[:, site] - sims.subtree_com[:, root])[:, None, :]  # (n, 1, 3)
+            cross = np.stack((ang[..., 1] * r[..., 2] - ang[..., 2] * r[..., 1],
+                              ang[..., 2] * r[..., 0] - ang[..., 0] * r[..., 2],
+                              ang[..., 0] * r[..., 1] - ang[..., 1] * r[..., 0]), axis=1)  # (n, 3, len(chain))
+            jac[:, 3 * k : 3 * k + 3, chain] = lin.transpose(0, 2, 1) + cross
+            if k == 1:  # the object's rotation
+                jac[:, 6:9, chain] = ang.transpose(0, 2, 1)
+        return jac
+
+    def _get_obs(self, sims):
+        # Per-step displacements: velocities (Jacobian @ qvel) scaled by dt, as the canonical observation has them.
+        vel = (self._jacobians(sims) @ sims.qvel[:, :, None])[..., 0] * self.dt
+        grip_pos, grip_velp = sims.site_xpos[:, self._grip_site], vel[:, 0:3]
+        fingers_qpos, fingers_qvel = sims.qpos[:, self._finger_qpos], sims.qvel[:, self._finger_qvel] * self.dt
+        if not self.has_object:
+            return np.concatenate((grip_pos, fingers_qpos, grip_velp, fingers_qvel), axis=1), grip_pos.copy()
+        object_pos, object_velp, object_velr = sims.site_xpos[:, self._object_site], vel[:, 3:6], vel[:, 6:9]
+        object_rot = mat2euler(sims.site_xmat[:, self._object_site].reshape(sims.n, 3, 3))
+        obs = np.concatenate((grip_pos, object_pos, object_pos - grip_pos, fingers_qpos, object_rot,
+                              object_velp - grip_velp, object_velr, grip_velp, fingers_qvel), axis=1)
+        return obs, object_pos.copy()
 
 
 class FetchReachEnv(FetchEnv):

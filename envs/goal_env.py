@@ -106,11 +106,50 @@ def goal_distance(goal_a, goal_b, xp=None):
     return xp.sqrt(xp.sum(diff * diff, axis=-1))
 
 
+class DataSims:
+    """One MjData seen as a batch of one simulation: what the tasks' rules read and call, as on `mujoco.batch.Batch`.
+
+    A task's rules (action, observation, reset, goal) are written once, over (n, ...) arrays of MjData fields and a
+    few calls (`step`, `forward`, ...); `envs.vector.BatchSims` gives them a `mujoco.batch.Batch` of n simulations,
+    this class one MjData as n = 1. The single env keeps a plain MjData (not a Batch of one) so that it runs on
+    MuJoCo 3 too, which has no `mujoco.batch`: the parity check runs our envs there beside the canonical ones.
+    """
+
+    n = 1
+
+    def __init__(self, model: mujoco.MjModel, data: mujoco.MjData):
+        self.model, self.data = model, data
+        self.warning_number = data.warning.number[None]  # (1, mjNWARNING) live counters, as Batch.warning[..., 1]
+
+    def __getattr__(self, name):  # a field as a live (1, ...) view, made on first use
+        view = getattr(self.data, name)[None]
+        self.__dict__[name] = view
+        return view
+
+    def restore(self, ids, state):
+        mujoco.mj_setState(self.model, self.data, state, _FULL_STATE)
+
+    def step(self, ids, nstep):
+        mujoco.mj_step(self.model, self.data, nstep=nstep)
+
+    def forward(self, ids):
+        mujoco.mj_forward(self.model, self.data)
+
+    def kinematics(self, ids):
+        """Positions and the Jacobians' inputs (cdof, subtree centres of mass) at the current qpos."""
+        mujoco.mj_kinematics(self.model, self.data)
+        mujoco.mj_comPos(self.model, self.data)
+
+
 class GoalEnv(gym.Env):
-    """A goal-conditioned MuJoCo environment (the paper's `gym.GoalEnv`), shared by the Fetch and hand tasks."""
+    """A goal-conditioned MuJoCo environment (the paper's `gym.GoalEnv`), shared by the Fetch and hand tasks.
+
+    The task's rules are methods over a batch of simulations (`sims`, see `DataSims`), so that this env (a batch of
+    one) and `envs.vector.GoalVectorEnv` (a `mujoco.batch.Batch`) run the same code."""
 
     metadata = {"render_modes": ["human", "rgb_array", "depth_array"], "render_fps": 25}
     camera_config: dict = {}  # the default free camera of a task, as in the canonical environments
+    reset_options: tuple = ()  # the keys `reset(options=...)` accepts (none: every key is refused, by name)
 
     def __init__(self, model_xml: str, n_actions: int, reward_type: str, render_mode=None, width=480, height=480):
         if reward_type not in REWARD_TYPES:
@@ -122,7 +161,7 @@ class GoalEnv(gym.Env):
         self.model = mujoco.MjModel.from_xml_path(model_path(model_xml))
         self.model.vis.global_.offwidth, self.model.vis.global_.offheight = width, height
         self.data = mujoco.MjData(self.model)
-        self._warning_counts = self.data.warning.number  # a live view of MuJoCo's warning counters
+        self.sims = DataSims(self.model, self.data)
         self.n_substeps = N_SUBSTEPS
         self.dt = self.model.opt.timestep * self.n_substeps  # seconds per env step (an attribute: read every step)
         self.width, self.height = width, height
@@ -137,12 +176,12 @@ class GoalEnv(gym.Env):
         self._initial_state = np.empty(mujoco.mj_stateSize(self.model, _FULL_STATE))
         mujoco.mj_getState(self.model, self.data, self._initial_state, _FULL_STATE)
 
-        self.goal = self._sample_goal()
-        obs = self._get_obs()
-        goal_space = spaces.Box(-np.inf, np.inf, shape=obs["achieved_goal"].shape, dtype=np.float64)
+        self.goal = self._sample_goal(self.sims, 0, self.np_random)
+        observation, achieved_goal = self._get_obs(self.sims)
+        goal_space = spaces.Box(-np.inf, np.inf, shape=achieved_goal.shape[1:], dtype=np.float64)
         self.observation_space = spaces.Dict(
             {
-                "observation": spaces.Box(-np.inf, np.inf, shape=obs["observation"].shape, dtype=np.float64),
+                "observation": spaces.Box(-np.inf, np.inf, shape=observation.shape[1:], dtype=np.float64),
                 "achieved_goal": goal_space,
                 "desired_goal": goal_space,
             }
@@ -166,23 +205,18 @@ class GoalEnv(gym.Env):
     # ---- gymnasium API -------------------------------------------------------------------------------------------
     def step(self, action):
         action = self._check_action(action)
-        self._set_action(action)
-        mujoco.mj_step(self.model, self.data, nstep=self.n_substeps)
-        self._step_callback()
-        obs = self._get_obs()
+        self._step_sims(self.sims, action[None], None)
+        observation, achieved_goal = self._get_obs(self.sims)
+        obs = {"observation": observation[0], "achieved_goal": achieved_goal[0], "desired_goal": self.goal.copy()}
         info = {"is_success": self._is_success(obs["achieved_goal"], self.goal)}
         truncated = False
-        if self._warning_counts[_UNSTABLE].any():
+        if self.sims.warning_number[0, _UNSTABLE].any():
             # MuJoCo has silently reset the state to the model's defaults: this episode is over.
-            self._warning_counts[_UNSTABLE] = 0
             info["sim_unstable"] = True
             truncated = True
-            warnings.warn(
-                f"{type(self).__name__}: the simulation went unstable (NaN or huge values) and MuJoCo reset its "
-                "state; the episode is truncated and should be reset",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+            warnings.warn(f"{type(self).__name__}: {unstable_message(self.sims.warning_number[0])}; the episode is "
+                          "truncated and should be reset", RuntimeWarning, stacklevel=2)
+            self.sims.warning_number[0, _UNSTABLE] = 0
         reward = float(self.compute_reward(obs["achieved_goal"], self.goal, info))
         if self.render_mode == "human":
             self.render()
@@ -190,14 +224,30 @@ class GoalEnv(gym.Env):
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
-        mujoco.mj_setState(self.model, self.data, self._initial_state, _FULL_STATE)
-        while not self._reset_sim():  # a task may reject a random initial state and draw again
-            mujoco.mj_setState(self.model, self.data, self._initial_state, _FULL_STATE)
-        self.goal = self._sample_goal()
+        check_reset_options(options, self.reset_options)
+        self.goal = self._reset_sims(self.sims, np.zeros(1, np.intp), [self.np_random])[0]
         self._show_goal()
         if self.render_mode == "human":
             self.render()
-        return self._get_obs(), {}
+        observation, achieved_goal = self._get_obs(self.sims)
+        return {"observation": observation[0], "achieved_goal": achieved_goal[0], "desired_goal": self.goal.copy()}, {}
+
+    # ---- one step and one reset of a batch of simulations: the flow of both this env and GoalVectorEnv ---------
+    def _step_sims(self, sims, action, ids):
+        """Apply `action` (n, n_actions), clipped, to every simulation, and advance those in `ids` (None: all)."""
+        self._set_action(sims, action)
+        sims.step(ids, self.n_substeps)
+        self._step_callback(sims, ids)
+
+    def _reset_sims(self, sims, ids, rngs):
+        """Start new episodes in simulations `ids` (an int array), each drawing from its generator in `rngs`, as
+        the canonical reset does (redraw a rejected initial state, then sample the goal); return their goals."""
+        pending = np.arange(len(ids))
+        while pending.size:  # a task may reject a random initial state (the hand's object off the palm): draw again
+            sims.restore(ids[pending], self._initial_state)
+            accepted = self._reset_sim(sims, ids[pending], [rngs[k] for k in pending])
+            pending = pending[~accepted]
+        return np.stack([self._sample_goal(sims, i, rng) for i, rng in zip(ids, rngs)])
 
     def render(self):
         if self.render_mode is None:
@@ -226,30 +276,47 @@ class GoalEnv(gym.Env):
             raise ValueError(f"action contains NaN or inf: {action}")
         return action.clip(-1.0, 1.0)
 
-    # ---- what a task defines ---------------------------------------------------------------------------------
+    # ---- what a task defines: its rules, over a batch of simulations (`sims`: (n, ...) fields, see DataSims) -----
     def _setup(self):
         """Look up model ids, put the robot in its initial pose and let it settle. Runs once, in __init__."""
         raise NotImplementedError
 
-    def _set_action(self, action: np.ndarray):
+    def _set_action(self, sims, action: np.ndarray, rows=slice(None)):
+        """Write the controls (and mocap targets) of simulations `rows` from their actions, (len(rows), n_actions)."""
         raise NotImplementedError
 
-    def _step_callback(self):
-        """After the physics substeps of a step: constraints the simulator cannot express."""
+    def _step_callback(self, sims, ids):
+        """After the physics substeps of simulations `ids` (None: all): constraints the simulator cannot express."""
 
-    def _reset_sim(self) -> bool:
-        """Randomise the initial state (self.data holds the saved initial state). False asks for another draw."""
-        mujoco.mj_forward(self.model, self.data)
-        return True
+    def _reset_sim(self, sims, ids, rngs) -> np.ndarray:
+        """Randomise the initial states of simulations `ids` (each holds the saved initial state), drawing from
+        `rngs` (one generator each); return which were accepted (the others are drawn again)."""
+        sims.forward(ids)
+        return np.ones(len(ids), bool)
 
-    def _sample_goal(self) -> np.ndarray:
+    def _sample_goal(self, sims, i: int, rng) -> np.ndarray:
+        """A goal for simulation i, just reset, drawn from its generator `rng` in the canonical order of draws."""
         raise NotImplementedError
 
     def _show_goal(self):
-        """Move the goal's visual marker; it takes no part in the physics."""
+        """Move the goal's visual marker (single env only); it takes no part in the physics."""
 
-    def _get_obs(self) -> dict:
+    def _get_obs(self, sims):
+        """The observations and achieved goals of every simulation: arrays (n, dim_o) and (n, dim_g)."""
         raise NotImplementedError
 
     def _is_success(self, achieved_goal, desired_goal):
         raise NotImplementedError
+
+
+def check_reset_options(options, valid=()) -> None:
+    """Refuse, by name, reset options that nothing here reads: a typo must not pass for an option that took effect."""
+    unknown = sorted(set(options or {}) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown reset option(s) {unknown}; valid options are {sorted(valid) or 'none'}")
+
+
+def unstable_message(warning_number) -> str:
+    """Which of MuJoCo's instability warnings (one simulation's counters, (mjNWARNING,)) fired, by name."""
+    names = [mujoco.mjtWarning(w).name for w in range(_UNSTABLE.start, _UNSTABLE.stop) if warning_number[w]]
+    return f"MuJoCo warned {', '.join(names)} (NaN, inf or huge values) and reset the simulation's state"

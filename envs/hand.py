@@ -14,14 +14,23 @@ quaternion functions. They keep the canonical formulas, so that they round exact
 after the contact-rich settling at reset, a one-bit difference grows to 1e-6.
 """
 
-import functools
-import itertools
 import math
 
 import mujoco
 import numpy as np
 
 from envs.goal_env import _UNSTABLE, NUMPY, GoalEnv, array_namespace, goal_distance
+from envs.rotations import (  # noqa: F401  (the rotation math: envs/rotations.py)
+    euler2quat,
+    euler2mat,
+    quat2mat,
+    mat2euler,
+    quat2euler,
+    quat_mul,
+    quat_from_angle_and_axis,
+    rotation_distance,
+    parallel_quats,
+)
 
 # ---- shared by every hand task ---------------------------------------------------------------------------------------
 N_ACTIONS = 20  # paper 1.2: absolute position targets for the 20 non-coupled joints (hand_env.py: n_actions=20)
@@ -86,165 +95,6 @@ _EPS4 = _EPS * 4.0
 _Z_AXIS = np.array([0.0, 0.0, 1.0])
 
 
-# ---- rotations -------------------------------------------------------------------------------------------------------
-# Vectorised over leading dimensions, in the conventions (and with the formulas) of the canonical `rotations.py`:
-# MuJoCo has no matrix-to-Euler conversion and its quaternion functions take one quaternion at a time.
-# Each takes numpy arrays (or lists) or torch tensors and computes in float64 with the namespace of its inputs
-# (envs.goal_env.array_namespace): numpy gives numpy, a tensor a float64 tensor on its device, with no host-device
-# synchronisation (no data-dependent branch or shape), so that a CUDA graph can capture it.
-def euler2quat(euler):
-    """Quaternions of intrinsic 'xyz' Euler angles; equals `mujoco.mju_euler2Quat(q, euler, "xyz")`."""
-    xp = array_namespace(euler)
-    euler = xp.asarray(euler, dtype=xp.float64)
-    ai, aj, ak = euler[..., 2] / 2, -euler[..., 1] / 2, euler[..., 0] / 2
-    si, sj, sk = xp.sin(ai), xp.sin(aj), xp.sin(ak)
-    ci, cj, ck = xp.cos(ai), xp.cos(aj), xp.cos(ak)
-    cc, cs, sc, ss = ci * ck, ci * sk, si * ck, si * sk
-    return xp.stack([cj * cc + sj * ss, cj * cs - sj * sc, -(cj * ss + sj * cc), cj * sc - sj * cs], axis=-1)
-
-
-def _matrix(xp, rows):
-    """3x3 matrices over leading dimensions, from their nine entries row by row (one copy: a stack, then a view)."""
-    entries = xp.stack([entry for row in rows for entry in row], axis=-1)
-    return xp.reshape(entries, tuple(entries.shape[:-1]) + (3, 3))
-
-
-def euler2mat(euler):
-    """Rotation matrices of intrinsic 'xyz' Euler angles (used only to enumerate the parallel rotations)."""
-    xp = array_namespace(euler)
-    euler = xp.asarray(euler, dtype=xp.float64)
-    ai, aj, ak = -euler[..., 2], -euler[..., 1], -euler[..., 0]
-    si, sj, sk = xp.sin(ai), xp.sin(aj), xp.sin(ak)
-    ci, cj, ck = xp.cos(ai), xp.cos(aj), xp.cos(ak)
-    cc, cs, sc, ss = ci * ck, ci * sk, si * ck, si * sk
-    return _matrix(
-        xp,
-        [
-            [cj * ci, cj * si, -sj],
-            [sj * cs - sc, sj * ss + cc, cj * sk],
-            [sj * cc + ss, sj * sc - cs, cj * ck],
-        ],
-    )
-
-
-def quat2mat(quat):
-    """Rotation matrices of (not necessarily unit) quaternions; equals `mujoco.mju_quat2Mat` on unit ones."""
-    xp = array_namespace(quat)
-    quat = xp.asarray(quat, dtype=xp.float64)
-    w, x, y, z = quat[..., 0], quat[..., 1], quat[..., 2], quat[..., 3]
-    norm2 = xp.sum(quat * quat, axis=-1)
-    # A zero quaternion (an unfilled buffer row, say) maps to the identity, as in the canonical code. (The inner
-    # `where` keeps the division away from zero: no warning, no inf.)
-    nonzero = norm2 > _EPS
-    s = xp.where(nonzero, 2.0 / xp.where(nonzero, norm2, 1.0), 0.0)
-    X, Y, Z = x * s, y * s, z * s
-    wX, wY, wZ, xX, xY, xZ, yY, yZ, zZ = w * X, w * Y, w * Z, x * X, x * Y, x * Z, y * Y, y * Z, z * Z
-    return _matrix(
-        xp,
-        [
-            [1.0 - (yY + zZ), xY - wZ, xZ + wY],
-            [xY + wZ, 1.0 - (xX + zZ), yZ - wX],
-            [xZ - wY, yZ + wX, 1.0 - (xX + yY)],
-        ],
-    )
-
-
-def mat2euler(mat):
-    """Intrinsic 'xyz' Euler angles of rotation matrices (x and z in [-pi, pi], y in [-pi/2, pi/2])."""
-    xp = array_namespace(mat)
-    mat = xp.asarray(mat, dtype=xp.float64)
-    cy = xp.sqrt(mat[..., 2, 2] * mat[..., 2, 2] + mat[..., 1, 2] * mat[..., 1, 2])
-    regular = cy > _EPS4  # otherwise gimbal lock: x is set to 0 and z takes the whole rotation
-    euler_z = xp.where(
-        regular, -xp.atan2(mat[..., 0, 1], mat[..., 0, 0]), -xp.atan2(-mat[..., 1, 0], mat[..., 1, 1])
-    )
-    euler_y = -xp.atan2(-mat[..., 0, 2], cy)
-    euler_x = xp.where(regular, -xp.atan2(mat[..., 1, 2], mat[..., 2, 2]), 0.0)
-    return xp.stack([euler_x, euler_y, euler_z], axis=-1)
-
-
-def quat2euler(quat):
-    return mat2euler(quat2mat(quat))
-
-
-def quat_mul(quat_a, quat_b):
-    """Quaternion products quat_a * quat_b; equals `mujoco.mju_mulQuat` (to the last bit or so)."""
-    xp = array_namespace(quat_a, quat_b)
-    quat_a, quat_b = xp.asarray(quat_a, dtype=xp.float64), xp.asarray(quat_b, dtype=xp.float64)
-    w0, x0, y0, z0 = quat_a[..., 0], quat_a[..., 1], quat_a[..., 2], quat_a[..., 3]
-    w1, x1, y1, z1 = quat_b[..., 0], quat_b[..., 1], quat_b[..., 2], quat_b[..., 3]
-    return xp.stack(
-        [
-            w0 * w1 - x0 * x1 - y0 * y1 - z0 * z1,
-            w0 * x1 + x0 * w1 + y0 * z1 - z0 * y1,
-            w0 * y1 + y0 * w1 + z0 * x1 - x0 * z1,
-            w0 * z1 + z0 * w1 + x0 * y1 - y0 * x1,
-        ],
-        axis=-1,
-    )
-
-
-def quat_from_angle_and_axis(angle: float, axis: np.ndarray) -> np.ndarray:
-    """The unit quaternion of a rotation by `angle` about `axis` (any length); as `mujoco.mju_axisAngle2Quat`."""
-    axis = axis / np.linalg.norm(axis)
-    quat = np.concatenate([[np.cos(angle / 2.0)], np.sin(angle / 2.0) * axis])
-    return quat / np.linalg.norm(quat)
-
-
-def rotation_distance(quat_a, quat_b, ignore_z_rotation: bool = False, canonical: bool = False):
-    """Angle in radians of the rotation between orientations a and b, over leading dimensions.
-
-    `ignore_z_rotation` (the pen) first gives orientation a the z Euler angle of b, so that rotation about the
-    object's own z axis does not count (paper 1.2, footnote 6; manipulate.py `_goal_distance`). With intrinsic
-    'xyz' angles, R(e0, e1, e2_b) = R_a Rz(e2_b - e2_a): a rotation of a about its own z axis.
-
-    By default this is the true angle, `2 atan2(|v|, |w|)` of quat_a * conj(quat_b): q and -q are one orientation,
-    and atan2 stays exact near 0 where arccos near 1 loses eight digits. `canonical=True` is the canonical
-    `2 arccos(w)` without |w|, after the canonical Euler round trip for the pen: it counts an orientation as up to
-    2 pi away from itself when the two quaternions' signs differ (docs/environments.md).
-
-    numpy arrays (or lists) give numpy, torch tensors a float64 tensor on their device (see "rotations" above).
-    """
-    xp = array_namespace(quat_a, quat_b)
-    quat_a, quat_b = xp.asarray(quat_a, dtype=xp.float64), xp.asarray(quat_b, dtype=xp.float64)
-    conj_b = xp.stack([quat_b[..., 0], -quat_b[..., 1], -quat_b[..., 2], -quat_b[..., 3]], axis=-1)
-    if canonical:
-        if ignore_z_rotation:
-            euler_a, euler_b = xp.broadcast_arrays(quat2euler(quat_a), quat2euler(quat_b))
-            quat_a = euler2quat(xp.stack([euler_a[..., 0], euler_a[..., 1], euler_b[..., 2]], axis=-1))
-        diff = quat_mul(quat_a, conj_b)
-        return 2.0 * xp.acos(xp.clip(diff[..., 0], -1.0, 1.0))
-    if ignore_z_rotation:
-        # (The canonical code writes `euler_a[2] = euler_b[2]`, which on a batch overwrites row 2 of the batch.)
-        half = (quat2euler(quat_b)[..., 2] - quat2euler(quat_a)[..., 2]) / 2.0
-        zeros = xp.zeros_like(half)
-        quat_a = quat_mul(quat_a, xp.stack([xp.cos(half), zeros, zeros, xp.sin(half)], axis=-1))
-    diff = quat_mul(quat_a, conj_b)
-    v = diff[..., 1:]  # |v|: what np.linalg.norm(v, axis=-1) computes, to the last bit
-    return 2.0 * xp.atan2(xp.sqrt(xp.sum(v * v, axis=-1)), xp.abs(diff[..., 0]))
-
-
-@functools.cache
-def parallel_quats() -> np.ndarray:
-    """The 24 axis-aligned rotations of a cube, in the canonical order (`rotations.get_parallel_rotations`).
-
-    The order matters: a seeded goal indexes into this list. Computed once; the array is read-only.
-    """
-    multiples_of_90 = [0.0, np.pi / 2, -np.pi / 2, np.pi]
-    found = []
-    for euler in itertools.product(multiples_of_90, repeat=3):
-        rounded = np.round(mat2euler(euler2mat(np.array(euler))) / (np.pi / 2))
-        rounded[0] = 2.0 if rounded[0] == -2.0 else rounded[0]  # +-pi about x (or z) are one rotation: keep +pi
-        rounded[2] = 2.0 if rounded[2] == -2.0 else rounded[2]
-        rounded *= np.pi / 2
-        if all((rounded != r).any() for r in found):
-            found.append(rounded)
-    assert len(found) == 24
-    quats = euler2quat(np.array(found))
-    quats.setflags(write=False)
-    return quats
-
-
 # The scalar twins call numpy's transcendental functions on floats: numpy's (SIMD) arctan2 differs from libm's in
 # the last bit, and the step reward must equal `compute_reward` on a batch exactly.
 _atan2, _cos, _sin = np.arctan2, np.cos, np.sin
@@ -306,13 +156,14 @@ class HandEnv(GoalEnv):
         assert list(m.jnt_dofadr[robot_joints]) == list(range(len(robot_joints))), "robot joints not first in qvel"
         self._n_robot_joints = len(robot_joints)
 
-    def _set_action(self, action):
+    def _set_action(self, sims, action, rows=slice(None)):
         if self.relative_control:
-            center = self.data.qpos[self._actuated_qpos]
-            center[self._coupled_actuators] += self.data.qpos[self._coupled_qpos]
+            qpos = sims.qpos[rows]
+            center = qpos[:, self._actuated_qpos]
+            center[:, self._coupled_actuators] += qpos[:, self._coupled_qpos]
         else:
             center = self._ctrl_center
-        np.clip(center + action * self._ctrl_half_range, self._ctrl_low, self._ctrl_high, out=self.data.ctrl)
+        sims.ctrl[rows] = np.clip(center + action * self._ctrl_half_range, self._ctrl_low, self._ctrl_high)
 
 
 class HandReachEnv(HandEnv):
@@ -351,21 +202,18 @@ class HandReachEnv(HandEnv):
         self._finger_sites = np.array([name2id(mujoco.mjtObj.mjOBJ_SITE, f"finger{i}") for i in range(5)])
         self.initial_goal = d.site_xpos[self._fingertip_sites].ravel().copy()
         self.palm_xpos = d.xpos[name2id(mujoco.mjtObj.mjOBJ_BODY, "robot0:palm")].copy()
-        n = self._n_robot_joints
-        self._obs = np.zeros(2 * n + 15)
-        self._obs_qpos, self._obs_qvel, self._obs_tips = slice(0, n), slice(n, 2 * n), slice(2 * n, 2 * n + 15)
 
     # ---- every episode ---------------------------------------------------------------------------------------
-    def _sample_goal(self):
+    def _sample_goal(self, sims, i, rng):
         # RNG calls in the canonical order (choice, normal, uniform), so that a seed gives the canonical goal.
-        finger = self.np_random.choice(THUMB)  # one of the four fingers (not the thumb)
-        meeting_pos = self.palm_xpos + MEETING_POINT_OFFSET + self.np_random.normal(scale=MEETING_POINT_NOISE, size=3)
+        finger = rng.choice(THUMB)  # one of the four fingers (not the thumb)
+        meeting_pos = self.palm_xpos + MEETING_POINT_OFFSET + rng.normal(scale=MEETING_POINT_NOISE, size=3)
         goal = self.initial_goal.reshape(5, 3).copy()
         for tip in (THUMB, finger):
             direction = meeting_pos - goal[tip]
             direction /= np.linalg.norm(direction)
             goal[tip] = meeting_pos - FINGERTIP_GAP * direction
-        if self.np_random.uniform() < INITIAL_GOAL_PROBABILITY:
+        if rng.uniform() < INITIAL_GOAL_PROBABILITY:
             return self.initial_goal.copy()  # keeps the thumb from learning to stay near the meeting point
         return goal.ravel()
 
@@ -384,14 +232,11 @@ class HandReachEnv(HandEnv):
         return super().render()
 
     # ---- every step ------------------------------------------------------------------------------------------
-    def _get_obs(self):
+    def _get_obs(self, sims):
         # Paper 1.2 / reach.py: joint positions and velocities (not scaled by dt, unlike Fetch), fingertip positions.
-        d, obs = self.data, self._obs
-        obs[self._obs_qpos] = d.qpos[self._obs_qpos]
-        obs[self._obs_qvel] = d.qvel[: self._n_robot_joints]
-        obs[self._obs_tips] = d.site_xpos[self._fingertip_sites].ravel()
-        achieved_goal = obs[self._obs_tips].copy()
-        return {"observation": obs.copy(), "achieved_goal": achieved_goal, "desired_goal": self.goal.copy()}
+        n = self._n_robot_joints
+        tips = sims.site_xpos[:, self._fingertip_sites].reshape(sims.n, 15)
+        return np.concatenate((sims.qpos[:, :n], sims.qvel[:, :n], tips), axis=1), tips
 
 
 class HandManipulateEnv(HandEnv):
@@ -498,7 +343,6 @@ class HandManipulateEnv(HandEnv):
         # The observation is [robot qpos, robot qvel, object qvel, object qpos] and the object's free joint comes
         # straight after the robot joints, so it is three slices: qpos[:n], qvel[:n + 6], qpos[n:n + 7].
         assert self._object_qpos == n and self._object_qvel == n, "the object's joint must follow the robot's"
-        self._obs = np.zeros(2 * n + 13)
         # The block and egg carry a second, smaller box or egg with a texture marking the hidden faces; the
         # canonical code makes it opaque when rendering.
         hidden = name2id(mujoco.mjtObj.mjOBJ_GEOM, "object_hidden")
@@ -508,58 +352,60 @@ class HandManipulateEnv(HandEnv):
         self._initial_object_quat = d.qpos[self._object_qpos + 3 : self._object_qpos + 7].copy()
 
     # ---- every episode ---------------------------------------------------------------------------------------
-    def _sample_rotation(self, rotation: str) -> np.ndarray:
+    def _sample_rotation(self, rotation: str, rng) -> np.ndarray:
         """A random rotation of the kind `rotation`, with the canonical RNG calls and arithmetic.
 
         The numpy routines round exactly as the canonical code does (MuJoCo's `mju_mulQuat` differs in the last
         bit), so that a seed gives the canonical initial state even after the contact-rich settling.
         """
-        angle = self.np_random.uniform(-np.pi, np.pi)
+        angle = rng.uniform(-np.pi, np.pi)
         if rotation == "z":
             return quat_from_angle_and_axis(angle, _Z_AXIS)
         if rotation == "parallel":  # about z, after one of the 24 axis-aligned rotations
             z_quat = quat_from_angle_and_axis(angle, _Z_AXIS)
-            return quat_mul(z_quat, self.parallel_quats[self.np_random.integers(len(self.parallel_quats))])
+            return quat_mul(z_quat, self.parallel_quats[rng.integers(len(self.parallel_quats))])
         # "xyz": the angle is uniform in [-pi, pi], the axis uniform in the cube [-1, 1]^3: not uniform over SO(3)
-        return quat_from_angle_and_axis(angle, self.np_random.uniform(-1.0, 1.0, size=3))
+        return quat_from_angle_and_axis(angle, rng.uniform(-1.0, 1.0, size=3))
 
-    def _reset_sim(self):
-        m, d = self.model, self.data
-        pos = d.qpos[self._object_qpos : self._object_qpos + 3]  # views into the state
-        quat = d.qpos[self._object_qpos + 3 : self._object_qpos + 7]
-        if self.randomize_initial_rotation and self.target_rotation != "fixed":
-            # "ignore" randomises like "xyz" (manipulate.py). The offset is in the object's own frame.
-            offset = self._sample_rotation("xyz" if self.target_rotation == "ignore" else self.target_rotation)
-            quat[:] = quat_mul(self._initial_object_quat, offset)
-        if self.randomize_initial_position and self.target_position != "fixed":
-            pos += self.np_random.normal(size=3, scale=INITIAL_POSITION_NOISE)
-        quat /= np.linalg.norm(quat)
+    def _reset_sim(self, sims, ids, rngs):
+        for i, rng in zip(ids, rngs):
+            pos = sims.qpos[i, self._object_qpos : self._object_qpos + 3]  # views into simulation i's state
+            quat = sims.qpos[i, self._object_qpos + 3 : self._object_qpos + 7]
+            if self.randomize_initial_rotation and self.target_rotation != "fixed":
+                # "ignore" randomises like "xyz" (manipulate.py). The offset is in the object's own frame.
+                rotation = "xyz" if self.target_rotation == "ignore" else self.target_rotation
+                quat[:] = quat_mul(self._initial_object_quat, self._sample_rotation(rotation, rng))
+            if self.randomize_initial_position and self.target_position != "fixed":
+                pos += rng.normal(size=3, scale=INITIAL_POSITION_NOISE)
+            quat /= np.linalg.norm(quat)
 
         # Let the hand move to the middle of its joint ranges (action 0) and the object drop onto the palm.
         if self.relative_control:  # the zero action means "stay", re-read every step
             for _ in range(N_SETTLE_STEPS):
-                self._set_action(np.zeros(N_ACTIONS))
-                mujoco.mj_step(m, d, nstep=self.n_substeps)
+                self._set_action(sims, np.zeros((len(ids), N_ACTIONS)), ids)
+                sims.step(ids, self.n_substeps)
         else:
-            d.ctrl[:] = self._ctrl_center
-            mujoco.mj_step(m, d, nstep=N_SETTLE_STEPS * self.n_substeps)
-        if self._warning_counts[_UNSTABLE].any():  # MuJoCo reset the state itself: draw again
-            self._warning_counts[_UNSTABLE] = 0
-            return False
-        mujoco.mj_forward(m, d)
-        return bool(d.site_xpos[self._object_center_site, 2] > MIN_OBJECT_HEIGHT)  # not fallen off the palm
+            sims.ctrl[ids] = self._ctrl_center
+            sims.step(ids, N_SETTLE_STEPS * self.n_substeps)
+        warned = sims.warning_number[ids]
+        unstable = warned[:, _UNSTABLE].any(axis=1)  # MuJoCo reset the state itself: draw again
+        warned[:, _UNSTABLE] = 0
+        sims.warning_number[ids] = warned
+        sims.forward(ids)
+        # Not fallen off the palm.
+        return ~unstable & (sims.site_xpos[ids, self._object_center_site, 2] > MIN_OBJECT_HEIGHT)
 
-    def _sample_goal(self):
-        object_qpos = self.data.qpos[self._object_qpos : self._object_qpos + 7]
+    def _sample_goal(self, sims, i, rng):
+        object_qpos = sims.qpos[i, self._object_qpos : self._object_qpos + 7]
         goal = np.empty(7)
         goal[:3] = object_qpos[:3]  # "ignore" and "fixed": the object's position after the reset
         if self.target_position == "random":
-            goal[:3] += self.np_random.uniform(self.target_position_range[:, 0], self.target_position_range[:, 1])
+            goal[:3] += rng.uniform(self.target_position_range[:, 0], self.target_position_range[:, 1])
         if self.target_rotation in ("ignore", "fixed"):
             # The canonical code means this but crashes here (`data.get_joint_qpos` is a mujoco-py method).
             goal[3:] = object_qpos[3:]
         else:
-            goal[3:] = self._sample_rotation(self.target_rotation)
+            goal[3:] = self._sample_rotation(self.target_rotation, rng)
         goal[3:] /= np.linalg.norm(goal[3:])
         return goal
 
@@ -581,14 +427,11 @@ class HandManipulateEnv(HandEnv):
         return super().render()
 
     # ---- every step ------------------------------------------------------------------------------------------
-    def _get_obs(self):
+    def _get_obs(self, sims):
         # Paper 1.2 / manipulate.py: joint positions and velocities, the object's velocities and pose (7-d).
         # Velocities are not scaled by dt (unlike Fetch). The object's angular velocity is in its own frame.
-        d, obs, n = self.data, self._obs, self._n_robot_joints
-        obs[:n] = d.qpos[:n]
-        obs[n : 2 * n + 6] = d.qvel[: n + 6]
-        obs[2 * n + 6 :] = d.qpos[n : n + 7]
-        return {"observation": obs.copy(), "achieved_goal": obs[2 * n + 6 :].copy(), "desired_goal": self.goal.copy()}
+        n, qpos = self._n_robot_joints, sims.qpos
+        return np.concatenate((qpos[:, :n], sims.qvel[:, : n + 6], qpos[:, n : n + 7]), axis=1), qpos[:, n : n + 7].copy()
 
 
 # The nine tasks of the paper (section 1.2), with the canonical registration's arguments.
