@@ -82,7 +82,7 @@ class Args:
     clip_return: bool = True
     """clip the critic's targets to [-1/(1-gamma), 0], the range of possible returns (Baselines)"""
     env_threads: int = 0
-    """threads stepping the n_envs envs (envs.ThreadVectorEnv: MuJoCo simulates without the GIL); 0 = one per CPU"""
+    """threads of the batch that steps the n_envs envs (gym.make_vec: mujoco.batch, without the GIL); 0 = one per CPU"""
     torch_threads: int = 0
     """threads for updates (rollouts use one); 0 = PyTorch's default, one per physical core; 1 if jobs share cores"""
     cuda: bool = True
@@ -273,7 +273,7 @@ if __name__ == "__main__":
     compute = pick_compute(args)  # device (--cuda), bf16 matmuls, update and env threads
     device = compute.device
     run.start(dict(T=T, gamma=gamma, clip_return_value=clip_return, her_future_p=her_future_p, dims=dims), compute)
-    vec = envs.ThreadVectorEnv([lambda: gym.make(args.env_id)] * args.n_envs, compute.env_threads)  # as Async, faster
+    vec = gym.make_vec(args.env_id, num_envs=args.n_envs, nthread=compute.env_threads)  # one mujoco.batch of them
     video_env = gym.make(args.env_id, render_mode="rgb_array") if args.capture_video else None  # one episode an epoch
 
     # ALGO LOGIC: networks, one Adam for both (two parameter groups), target networks

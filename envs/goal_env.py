@@ -294,8 +294,9 @@ class GoalEnv(gym.Env):
         sims.forward(ids)
         return np.ones(len(ids), bool)
 
-    def _sample_goal(self, sims, i: int, rng) -> np.ndarray:
-        """A goal for simulation i, just reset, drawn from its generator `rng` in the canonical order of draws."""
+    def _sample_goal(self, sims=None, i: int = 0, rng=None) -> np.ndarray:
+        """A goal for simulation i, just reset, drawn from its generator `rng` in the canonical order of draws
+        (called with no arguments, as the canonical env's: a goal for this single env, from its np_random)."""
         raise NotImplementedError
 
     def _show_goal(self):
@@ -319,4 +320,4 @@ def check_reset_options(options, valid=()) -> None:
 def unstable_message(warning_number) -> str:
     """Which of MuJoCo's instability warnings (one simulation's counters, (mjNWARNING,)) fired, by name."""
     names = [mujoco.mjtWarning(w).name for w in range(_UNSTABLE.start, _UNSTABLE.stop) if warning_number[w]]
-    return f"MuJoCo warned {', '.join(names)} (NaN, inf or huge values) and reset the simulation's state"
+    return f"the simulation went unstable: MuJoCo warned {', '.join(names)} (NaN, inf or huge values) and reset its state"

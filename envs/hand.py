@@ -204,7 +204,8 @@ class HandReachEnv(HandEnv):
         self.palm_xpos = d.xpos[name2id(mujoco.mjtObj.mjOBJ_BODY, "robot0:palm")].copy()
 
     # ---- every episode ---------------------------------------------------------------------------------------
-    def _sample_goal(self, sims, i, rng):
+    def _sample_goal(self, sims=None, i=0, rng=None):
+        sims, rng = self.sims if sims is None else sims, self.np_random if rng is None else rng  # (no arguments: this env)
         # RNG calls in the canonical order (choice, normal, uniform), so that a seed gives the canonical goal.
         finger = rng.choice(THUMB)  # one of the four fingers (not the thumb)
         meeting_pos = self.palm_xpos + MEETING_POINT_OFFSET + rng.normal(scale=MEETING_POINT_NOISE, size=3)
@@ -395,7 +396,8 @@ class HandManipulateEnv(HandEnv):
         # Not fallen off the palm.
         return ~unstable & (sims.site_xpos[ids, self._object_center_site, 2] > MIN_OBJECT_HEIGHT)
 
-    def _sample_goal(self, sims, i, rng):
+    def _sample_goal(self, sims=None, i=0, rng=None):
+        sims, rng = self.sims if sims is None else sims, self.np_random if rng is None else rng  # (no arguments: this env)
         object_qpos = sims.qpos[i, self._object_qpos : self._object_qpos + 7]
         goal = np.empty(7)
         goal[:3] = object_qpos[:3]  # "ignore" and "fixed": the object's position after the reset

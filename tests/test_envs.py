@@ -391,7 +391,7 @@ def test_fetch_action_and_observation_layout(env_id):
         env.step(action)
     action = np.array([0.3, -0.7, 1.0, -0.4])
     fingers = d.qpos[u._actuator_qpos].copy() if not u.block_gripper else None
-    u._set_action(action)
+    u._set_action(u.sims, action[None])
     gripper = d.xpos[u._gripper_body]
     np.testing.assert_allclose(d.mocap_pos[0], gripper + 0.05 * action[:3], atol=1e-15)  # 5 cm per unit of action
     if not u.block_gripper:

@@ -170,7 +170,7 @@ def test_target_at_object_pose_counts_as_success(stem):
     for _ in range(40):
         goal = env._sample_goal()
         env.data.qpos[env._object_qpos : env._object_qpos + 7] = goal
-        achieved = env._get_obs()["achieved_goal"]
+        achieved = env._get_obs(env.sims)[1][0]
         assert env._is_success(achieved, goal) == 1, goal
     if "Pen" in stem:  # rotation about the pen's own (z) axis does not count, rotation about x does
         for angle in rng.uniform(-np.pi, np.pi, 10):
@@ -256,26 +256,12 @@ def test_pen_starts_unrotated_and_the_block_randomised():
     assert np.mean([mujoco_angle(q, [1.0, 0, 0, 0]) for q in block_quats]) > 0.5
 
 
-class _WithoutTimeStepping:
-    """The mujoco module with mj_step doing nothing: a reset then shows its random draws before the settling."""
-
-    def __init__(self, real):
-        self._real = real
-
-    def __getattr__(self, name):
-        return getattr(self._real, name)
-
-    @staticmethod
-    def mj_step(*args, **kwargs):
-        pass
-
-
 @pytest.mark.parametrize("stem", ["HandManipulateEggFull", "HandManipulatePenFull", "HandManipulateBlockRotateZ"])
 def test_initial_object_pose_draws(stem, monkeypatch):
     """manipulate.py `_reset_sim`: the object's start position gets Gaussian noise of 5 mm on each axis; its
     orientation is turned by a random rotation of the task's kind (the pen's is not turned)."""
-    monkeypatch.setattr(hand, "mujoco", _WithoutTimeStepping(mujoco))
     env = gym.make(f"{stem}-v0").unwrapped
+    monkeypatch.setattr(env.sims, "step", lambda ids, nstep: None)  # no settling: the draws as they were made
     start = env.model.qpos0[env._object_qpos : env._object_qpos + 7]
     poses = np.array([env.reset(seed=s)[0]["achieved_goal"] for s in range(300)])
     noise = poses[:, :3] - start[:3]
@@ -299,11 +285,11 @@ def test_reset_draws_again_when_the_object_falls_or_the_settling_blows_up(stem):
     assert obs["achieved_goal"][2] > hand.MIN_OBJECT_HEIGHT  # on the palm
     mujoco.mj_setState(env.model, env.data, env._initial_state, mujoco.mjtState.mjSTATE_INTEGRATION)
     env.data.qpos[env._object_qpos] += 0.3  # beside the hand: it drops to the floor while settling
-    assert env._reset_sim() is False
+    assert not env._reset_sim(env.sims, np.zeros(1, np.intp), [env.np_random])[0]
     mujoco.mj_setState(env.model, env.data, env._initial_state, mujoco.mjtState.mjSTATE_INTEGRATION)
     env.data.qvel[:] = 1e12  # MuJoCo resets such a state itself; the reset must notice
-    assert env._reset_sim() is False
-    assert not env._warning_counts[hand._UNSTABLE].any()  # cleared for the next episode
+    assert not env._reset_sim(env.sims, np.zeros(1, np.intp), [env.np_random])[0]
+    assert not env.sims.warning_number[0, hand._UNSTABLE].any()  # cleared for the next episode
     obs, _ = env.reset(seed=4)
     assert obs["achieved_goal"][2] > hand.MIN_OBJECT_HEIGHT
 
@@ -337,12 +323,12 @@ def test_actions_map_onto_the_actuator_ranges():
     env.reset(seed=6)
     low, high = env.model.actuator_ctrlrange.T
     for action, ctrl in ((-np.ones(20), low), (np.ones(20), high), (np.zeros(20), (low + high) / 2)):
-        env._set_action(action)
+        env._set_action(env.sims, action[None])
         np.testing.assert_allclose(env.data.ctrl, ctrl, atol=1e-15)
     # The canonical relative mode (off in every task): 0 holds each joint, the J1 actuators drive J1 + J0.
     relative = hand.HandReachEnv(relative_control=True)
     relative.reset(seed=0)
-    relative._set_action(np.zeros(20))
+    relative._set_action(relative.sims, np.zeros((1, 20)))
     names = [mujoco.mj_id2name(relative.model, mujoco.mjtObj.mjOBJ_ACTUATOR, i) for i in range(20)]
     qpos = lambda joint: relative.data.qpos[relative.model.joint(joint).qposadr[0]]  # noqa: E731
     for name, ctrl, (lo, hi) in zip(names, relative.data.ctrl, relative.model.actuator_ctrlrange):
