@@ -22,20 +22,6 @@ N_WARMUP_STEPS = 10  # fetch_env.py `_env_setup`: 10 steps of 20 substeps let th
 CAMERA_CONFIG = {"distance": 2.5, "azimuth": 132.0, "elevation": -14.0, "lookat": np.array([1.3, 0.75, 0.55])}
 
 
-def dof_chain(model: mujoco.MjModel, body: int) -> np.ndarray:
-    """The degrees of freedom that move `body`, in increasing order: the columns of its Jacobian that `mj_jac` fills
-    (the others are zero)."""
-    while body > 0 and model.body_dofnum[body] == 0:  # a body without joints moves with its parent
-        body = model.body_parentid[body]
-    dofs = []
-    if body > 0:
-        dof = model.body_dofadr[body] + model.body_dofnum[body] - 1
-        while dof >= 0:
-            dofs.append(dof)
-            dof = model.dof_parentid[dof]
-    return np.array(sorted(dofs), dtype=np.intp)
-
-
 def _as_slice(indices):
     """Consecutive indices as a slice: slicing a few numbers out of qpos is several times faster than fancy indexing."""
     if np.array_equal(indices, np.arange(indices[0], indices[0] + len(indices))):
@@ -105,13 +91,9 @@ class FetchEnv(GoalEnv):
         if self.has_object:
             self._object_site = name2id(mujoco.mjtObj.mjOBJ_SITE, "object0")
             self._object_qpos = m.jnt_qposadr[name2id(mujoco.mjtObj.mjOBJ_JOINT, "object0:joint")]
-        # The sites' velocities are their Jacobians times qvel, as the canonical `get_site_xvelp` computes them;
-        # the Jacobians come from MjData's fields as `mj_jacSite` computes them (see `_site_velocity`).
-        self._grip_chain = dof_chain(m, m.site_bodyid[self._grip_site])
-        self._grip_root = m.body_rootid[m.site_bodyid[self._grip_site]]
-        if self.has_object:
-            self._object_chain = dof_chain(m, m.site_bodyid[self._object_site])
-            self._object_root = m.body_rootid[m.site_bodyid[self._object_site]]
+        # The sites' velocities are their Jacobians times qvel, as the canonical `get_site_xvelp` computes them:
+        # the grip's translation, and the object's translation and rotation.
+        self._observed_sites = ((self._grip_site, False),) + (((self._object_site, True),) if self.has_object else ())
 
         for name, value in self.initial_qpos.items():
             joint = name2id(mujoco.mjtObj.mjOBJ_JOINT, name)
@@ -174,29 +156,10 @@ class FetchEnv(GoalEnv):
             sims.kinematics(ids)
 
     def _jacobians(self, sims):
-        """The Jacobians of the observed sites, (n, 9, nv) (rows 0-2 grip translation, 3-5 object translation, 6-8
-        object rotation; 3 rows without an object), from MjData's fields as the observation reads them: straight
-        after mj_step, when positions and cdof lag one substep behind qvel (the canonical reading).
-
-        `mj_jacSite` in numpy over the batch, with its arithmetic (bit for bit, tests/test_vector.py): column j of a
-        translational Jacobian is cdof_j's linear part + its angular part x (site - subtree centre of mass), and
-        the columns of the dofs that do not move the site are zero.
-        """
-        sites = ((self._grip_site, self._grip_chain, self._grip_root),)
-        if self.has_object:
-            sites += ((self._object_site, self._object_chain, self._object_root),)
-        jac = np.zeros((sims.n, 3 * (len(sites) + self.has_object), self.model.nv))
-        for k, (site, chain, root) in enumerate(sites):
-            cdof = sims.cdof[:, chain]  # (n, len(chain), 6): angular, then linear
-            ang, lin = cdof[..., :3], cdof[..., 3:]
-            r = (sims.site_xpos[:, site] - sims.subtree_com[:, root])[:, None, :]  # (n, 1, 3)
-            cross = np.stack((ang[..., 1] * r[..., 2] - ang[..., 2] * r[..., 1],
-                              ang[..., 2] * r[..., 0] - ang[..., 0] * r[..., 2],
-                              ang[..., 0] * r[..., 1] - ang[..., 1] * r[..., 0]), axis=1)  # (n, 3, len(chain))
-            jac[:, 3 * k : 3 * k + 3, chain] = lin.transpose(0, 2, 1) + cross
-            if k == 1:  # the object's rotation
-                jac[:, 6:9, chain] = ang.transpose(0, 2, 1)
-        return jac
+        """The Jacobians of the observed sites, (n, 9, nv): rows 0-2 grip translation, 3-5 object translation, 6-8
+        object rotation (3 rows without an object), as `mj_jacSite` computes them straight after mj_step, when
+        positions and cdof lag one substep behind qvel (the canonical reading)."""
+        return sims.site_jacobians(self._observed_sites)
 
     def _get_obs(self, sims):
         # Per-step displacements: velocities (Jacobian @ qvel) scaled by dt, as the canonical observation has them.

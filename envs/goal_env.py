@@ -120,6 +120,7 @@ class DataSims:
     def __init__(self, model: mujoco.MjModel, data: mujoco.MjData):
         self.model, self.data = model, data
         self.warning_number = data.warning.number[None]  # (1, mjNWARNING) live counters, as Batch.warning[..., 1]
+        self._jacobian_buffers = {}
 
     def __getattr__(self, name):  # a field as a live (1, ...) view, made on first use
         view = getattr(self.data, name)[None]
@@ -139,6 +140,18 @@ class DataSims:
         """Positions and the Jacobians' inputs (cdof, subtree centres of mass) at the current qpos."""
         mujoco.mj_kinematics(self.model, self.data)
         mujoco.mj_comPos(self.model, self.data)
+
+    def site_jacobians(self, sites):
+        """Jacobians of sites, (1, 3 or 6 rows each, nv): `sites` holds (site id, with its rotation rows) pairs.
+        MuJoCo's `mj_jacSite`, from MjData's current fields (straight after mj_step: one substep behind qpos)."""
+        if sites not in self._jacobian_buffers:
+            self._jacobian_buffers[sites] = np.zeros((1, sum(6 if rot else 3 for _, rot in sites), self.model.nv))
+        jac, row = self._jacobian_buffers[sites], 0
+        for site, rotation in sites:
+            jacr = jac[0, row + 3 : row + 6] if rotation else None
+            mujoco.mj_jacSite(self.model, self.data, jac[0, row : row + 3], jacr, site)
+            row += 6 if rotation else 3
+        return jac
 
 
 class GoalEnv(gym.Env):

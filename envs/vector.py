@@ -35,6 +35,7 @@ class BatchSims:
     def __init__(self, batch):
         self.batch, self.n = batch, batch.nsim
         self.warning_number = batch.warning[..., 1]  # (n, mjNWARNING) live counters ((lastinfo, number) pairs)
+        self._chains = {}  # body -> the dofs that move it
 
     def __getattr__(self, name):  # a field as a live (n, ...) array, bound on first use
         view = self.batch.bind(name)
@@ -54,6 +55,46 @@ class BatchSims:
         # mj_fwdPosition: what mj_kinematics and mj_comPos give, and more (in a persistent batch every bound field
         # is that simulation's own; a shared MjData would leave subtree_com unset by this stage).
         self.batch.forward(ids, stage=mujoco.mjtStage.mjSTAGE_POS)
+
+    def site_jacobians(self, sites):
+        """Jacobians of sites, (n, 3 or 6 rows each, nv), as `DataSims.site_jacobians` (`mj_jacSite`) gives them, bit
+        for bit (tests/test_vector.py), over the batch in numpy from the bound fields: `Batch.jac` would recompute
+        the kinematics at the current state, where the observation reads them one substep behind (after mj_step).
+        Column j of a translational Jacobian is cdof_j's linear part + its angular part x (site - the subtree's
+        centre of mass), of a rotational one cdof_j's angular part, for the dofs that move the site (zero elsewhere).
+        """
+        model = self.batch.model
+        jac = np.zeros((self.n, sum(6 if rot else 3 for _, rot in sites), model.nv))
+        row = 0
+        for site, rotation in sites:
+            body = model.site_bodyid[site]
+            chain = self._chains.get(body)
+            if chain is None:
+                chain = self._chains[body] = dof_chain(model, body)
+            cdof = self.cdof[:, chain]  # (n, len(chain), 6): angular, then linear
+            ang, lin = cdof[..., :3], cdof[..., 3:]
+            r = (self.site_xpos[:, site] - self.subtree_com[:, model.body_rootid[body]])[:, None, :]  # (n, 1, 3)
+            cross = np.stack((ang[..., 1] * r[..., 2] - ang[..., 2] * r[..., 1],
+                              ang[..., 2] * r[..., 0] - ang[..., 0] * r[..., 2],
+                              ang[..., 0] * r[..., 1] - ang[..., 1] * r[..., 0]), axis=1)  # (n, 3, len(chain))
+            jac[:, row : row + 3, chain] = lin.transpose(0, 2, 1) + cross
+            if rotation:
+                jac[:, row + 3 : row + 6, chain] = ang.transpose(0, 2, 1)
+            row += 6 if rotation else 3
+        return jac
+
+
+def dof_chain(model, body: int) -> np.ndarray:
+    """The dofs that move `body`, in increasing order: the columns of its Jacobian that `mj_jac` fills."""
+    while body > 0 and model.body_dofnum[body] == 0:  # a body without joints moves with its parent
+        body = model.body_parentid[body]
+    dofs = []
+    if body > 0:
+        dof = model.body_dofadr[body] + model.body_dofnum[body] - 1
+        while dof >= 0:
+            dofs.append(dof)
+            dof = model.dof_parentid[dof]
+    return np.array(sorted(dofs), dtype=np.intp)
 
 
 def default_nthread(num_envs: int) -> int:

@@ -1,10 +1,14 @@
 """How fast are the environments? Prints, for every id, env steps per second, reset time, and the cost of a full
 env step relative to the raw physics it runs (`mujoco.mj_step` with the same 20 substeps on the same model and
-state), both timed side by side in one loop; then the throughput of vector envs (gymnasium's SyncVectorEnv and
-AsyncVectorEnv, our ThreadVectorEnv, and EnvPool where it is installed) against a single env.
+state), both timed side by side in one loop; then the throughput of vector envs (the batched env that
+`gym.make_vec` returns, gymnasium's SyncVectorEnv and AsyncVectorEnv, our ThreadVectorEnv, and EnvPool where it is
+installed) against a single env; then the batched env against the raw physics of its batch (a `mujoco.batch.Batch`
+of the same states stepping 20 substeps, timed in the same loop) at each thread count, its speed-up over one
+thread, the serial fraction that speed-up implies (Amdahl) and the speed-up Amdahl predicts at 16 threads.
 
     python scripts/bench_envs.py                      # every registered id
     python scripts/bench_envs.py --ids FetchPush-v0 --steps 2000
+    python scripts/bench_envs.py --ids FetchPush-v0 --vector-envs 38 256 --batch-threads 1 2 4 8 16   # a big machine
 """
 
 import argparse
@@ -59,6 +63,7 @@ VECTORS = {  # name -> (description, factory of n sub-envs)
     "sync": ("gymnasium SyncVectorEnv", lambda fns: gym.vector.SyncVectorEnv(fns)),
     "async": ("gymnasium AsyncVectorEnv, a process per env", lambda fns: gym.vector.AsyncVectorEnv(fns)),
     "thread": ("envs.ThreadVectorEnv, one thread per CPU", lambda fns: envs.ThreadVectorEnv(fns)),
+    "batch": ("gym.make_vec (mujoco.batch), one thread per CPU", None),
 }
 
 
@@ -71,6 +76,10 @@ def vector_throughput(env_id: str, kind: str, n_envs: int, n_steps: int):
                                      seed=0)
         vec.reset()
         space = vec.action_space  # one env's
+    elif kind == "batch":
+        vec = gym.make_vec(env_id, num_envs=n_envs)
+        vec.reset(seed=0)
+        space = vec.single_action_space
     else:
         vec = VECTORS[kind][1]([lambda: gym.make(env_id)] * n_envs)
         vec.reset(seed=0)
@@ -85,6 +94,29 @@ def vector_throughput(env_id: str, kind: str, n_envs: int, n_steps: int):
     return len(actions) * n_envs / elapsed
 
 
+def batch_vs_physics(env_id: str, n_envs: int, nthread: int, n_steps: int, seed: int = 0):
+    """The batched env's step against the raw physics of the same simulations: a second Batch (same threads) loaded
+    with the env's states steps 20 substeps, then the env steps; both timed in one loop, medians per env step."""
+    from mujoco import batch as mujoco_batch
+
+    vec = gym.make_vec(env_id, num_envs=n_envs, nthread=nthread)
+    raw = mujoco_batch.Batch(vec.task.model, n_envs, nthread, persistent=True)
+    rng = np.random.default_rng(seed)
+    vec.reset(seed=seed)
+    env_times, physics_times = np.empty(n_steps), np.empty(n_steps)
+    for i in range(n_steps):
+        raw.state[:] = vec._batch.state
+        t0 = time.perf_counter()
+        raw.step(nstep=vec.task.n_substeps)
+        t1 = time.perf_counter()
+        vec.step(rng.uniform(-1, 1, vec.action_space.shape))
+        t2 = time.perf_counter()
+        physics_times[i], env_times[i] = t1 - t0, t2 - t1
+    vec.close()
+    env, physics = np.median(env_times) / n_envs, np.median(physics_times) / n_envs
+    return {"env_us": env * 1e6, "physics_us": physics * 1e6, "ratio": env / physics, "steps_per_s": 1 / env}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ids", nargs="+", default=list(envs.ENV_IDS), help="environment ids (default: all)")
@@ -96,6 +128,9 @@ def main():
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the vector measurements")
     parser.add_argument("--vector-envs", nargs="+", type=int, default=[2, 16],
                         help="sub-envs per vector env (e.g. 38: --paper-budget's); EnvPool gets the largest")
+    parser.add_argument("--batch-threads", nargs="+", type=int, default=[1, 2],
+                        help="thread counts of the batched env against raw physics (the first is the baseline)")
+    parser.add_argument("--batch-steps", type=int, default=300, help="timed steps per batched-env measurement")
     args = parser.parse_args()
     for env_id in args.ids + (args.vector_ids or []):
         if env_id not in envs.ENV_IDS:
@@ -123,7 +158,7 @@ def main():
     except ImportError:
         has_envpool = False
     # Each configuration is timed in rounds, alternating, and its best round is kept (a shared machine slows some).
-    configs = [("sync", 1)] + [(kind, n) for n in args.vector_envs for kind in ("async", "thread")]
+    configs = [("sync", 1)] + [(kind, n) for n in args.vector_envs for kind in ("async", "thread", "batch")]
     configs += [("envpool", max(args.vector_envs))] if has_envpool else []
     for env_id in vector_ids:
         print(f"\n{env_id}: env steps/s of vector envs over {args.vector_steps} steps, best of {args.rounds} rounds"
@@ -135,7 +170,32 @@ def main():
         single = best["sync", 1]
         for (kind, n), sps in best.items():
             what = "EnvPool, its C++ port, one thread per CPU" if kind == "envpool" else VECTORS[kind][0]
-            print(f"  {n:2d} envs  {what:46s} {sps:8.0f}  {sps / single:5.2f}x of one env", flush=True)
+            print(f"  {n:3d} envs  {what:46s} {sps:8.0f}  {sps / single:5.2f}x of one env", flush=True)
+
+    for env_id in vector_ids:
+        print(f"\n{env_id}: the batched env per env step against the raw physics of its batch (medians over "
+              f"{args.batch_steps} steps, best of {args.rounds} rounds); speed-up over {args.batch_threads[0]} "
+              "thread(s); Amdahl's serial fraction f from it, and the speed-up it predicts at 16 threads")
+        for n in args.vector_envs:
+            best = {}
+            for _ in range(args.rounds):  # rounds alternate the thread counts: a shared machine slows some
+                for nthread in args.batch_threads:
+                    r = batch_vs_physics(env_id, n, nthread, args.batch_steps)
+                    if nthread not in best or r["env_us"] < best[nthread]["env_us"]:
+                        best[nthread] = r
+            base_threads = args.batch_threads[0]
+            base = best[base_threads]
+            for nthread, r in best.items():
+                speedup = base["env_us"] / r["env_us"]
+                line = (f"  {n:3d} envs, {nthread:2d} thread(s): {r['steps_per_s']:8.0f} env steps/s, {r['env_us']:7.1f} "
+                        f"us per env step, raw physics {r['physics_us']:7.1f} us: {r['ratio']:5.3f}x; "
+                        f"{speedup:5.2f}x of {base_threads} thread(s)")
+                k = nthread / base_threads
+                if k > 1:  # speed-up s = 1 / (f + (1 - f) / k), so f = (k / s - 1) / (k - 1)
+                    f = (k / speedup - 1) / (k - 1)
+                    k16 = 16 / base_threads
+                    line += f"; serial fraction {f:.3f}, predicted at 16 threads: {1 / (f + (1 - f) / k16):5.2f}x"
+                print(line, flush=True)
 
 if __name__ == "__main__":
     main()
