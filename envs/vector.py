@@ -29,6 +29,9 @@ from gymnasium.vector.utils import batch_space, concatenate, iterate
 from envs.goal_env import _UNSTABLE, check_reset_options, unstable_message
 
 
+_KINEMATICS_ONLY = int(mujoco.mjtDisableBit.mjDSBL_CONTACT | mujoco.mjtDisableBit.mjDSBL_CONSTRAINT)
+
+
 class BatchSims:
     """A `mujoco.batch.Batch` as the tasks' rules see it (as `envs.goal_env.DataSims` shows them one MjData)."""
 
@@ -36,6 +39,7 @@ class BatchSims:
         self.batch, self.n = batch, batch.nsim
         self.warning_number = batch.warning[..., 1]  # (n, mjNWARNING) live counters ((lastinfo, number) pairs)
         self._chains = {}  # body -> the dofs that move it
+        self._flags = None  # the per-simulation opt.disableflags, once kinematics() has expanded them
 
     def __getattr__(self, name):  # a field as a live (n, ...) array, bound on first use
         view = self.batch.bind(name)
@@ -52,9 +56,18 @@ class BatchSims:
         self.batch.forward(ids)
 
     def kinematics(self, ids):
-        # mj_fwdPosition: what mj_kinematics and mj_comPos give, and more (in a persistent batch every bound field
-        # is that simulation's own; a shared MjData would leave subtree_com unset by this stage).
-        self.batch.forward(ids, stage=mujoco.mjtStage.mjSTAGE_POS)
+        # The position stage (mj_fwdPosition), which includes mj_kinematics and mj_comPos, with contacts and
+        # constraints off for this call only: nothing read from it depends on them, they are most of its cost (4x),
+        # and the next step computes everything afresh (bit for bit: tests/test_vector.py). In a persistent batch
+        # every bound field is the simulation's own (a shared MjData would leave subtree_com unset at this stage).
+        if self._flags is None:
+            self._flags = self.batch.expand("opt.disableflags")
+            self._flags_kept = self._flags.copy()
+        self._flags[:] = self._flags_kept | _KINEMATICS_ONLY
+        try:
+            self.batch.forward(ids, stage=mujoco.mjtStage.mjSTAGE_POS)
+        finally:
+            self._flags[:] = self._flags_kept
 
     def site_jacobians(self, sites):
         """Jacobians of sites, (n, 3 or 6 rows each, nv), as `DataSims.site_jacobians` (`mj_jacSite`) gives them, bit
