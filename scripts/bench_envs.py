@@ -128,6 +128,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the vector measurements")
     parser.add_argument("--vector-envs", nargs="+", type=int, default=[2, 16],
                         help="sub-envs per vector env (e.g. 38: --paper-budget's); EnvPool gets the largest")
+    parser.add_argument("--vector-kinds", nargs="+", default=["async", "thread", "batch"],
+                        choices=["sync", "async", "thread", "batch"], help="vector envs to time beside one env (sync, always)")
     parser.add_argument("--batch-threads", nargs="+", type=int, default=[1, 2],
                         help="thread counts of the batched env against raw physics (the first is the baseline)")
     parser.add_argument("--batch-steps", type=int, default=300, help="timed steps per batched-env measurement")
@@ -158,7 +160,7 @@ def main():
     except ImportError:
         has_envpool = False
     # Each configuration is timed in rounds, alternating, and its best round is kept (a shared machine slows some).
-    configs = [("sync", 1)] + [(kind, n) for n in args.vector_envs for kind in ("async", "thread", "batch")]
+    configs = [("sync", 1)] + [(kind, n) for n in args.vector_envs for kind in args.vector_kinds if kind != "sync"]
     configs += [("envpool", max(args.vector_envs))] if has_envpool else []
     for env_id in vector_ids:
         print(f"\n{env_id}: env steps/s of vector envs over {args.vector_steps} steps, best of {args.rounds} rounds"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU check: one command that answers yes or no on a machine with a CUDA GPU (sized for 16 cores and one GPU:
-# its steps' limits add to 13 minutes: where one call may last 10, run STEPS="1 2 3 4" (2.5 minutes on an H200) and
+# its steps' limits add to 16 minutes: where one call may last 10, run STEPS="1 2 3 4" (about 5 minutes) and
 # STEPS=5 apart). Run from the repository root with the requirements installed. Every step asserts and
 # the script exits 1 if any failed (the timings are printed beside their targets and do not fail it); $OUT (default
 # gpu_bench/) gets the runs' logs.
@@ -8,8 +8,10 @@
 #   1. FetchReach-v0 learns (test success >= 0.9 after 5 epochs) with its updates as CUDA graphs;
 #   2. eager and graph updates agree on a fixed batch (tests/test_run_plumbing.py, tolerance in the test);
 #   3. a GPU run's checkpoint.pt and model.pt hold only CPU tensors, and the run resumes and evaluates on the CPU;
-#   4. timings: ms per update at batch 4864, eager and as a graph (target: at most 1 ms), and the training time of
-#      one paper-budget FetchPush-v0 epoch (target: at most 6 s), from scripts/bench_train.py --paper-budget;
+#   4. timings: lscpu; the batched env (gym.make_vec) with 38 and 256 envs on 1, 2, 4, 8 and 16 threads (target: at
+#      least 16,000 env steps/s with 38 envs), from scripts/bench_envs.py; ms per update at batch 4864, eager and as a
+#      graph (target: at most 1 ms), and the training time of one paper-budget FetchPush-v0 epoch (target: at most
+#      6 s), from scripts/bench_train.py --paper-budget;
 #   5. the fast suite passes on the GPU machine (pytest; the Ray and W&B tests only where ray and wandb are installed;
 #      on the machine's cores side by side where pytest-xdist is installed). Last: it is the longest, and the
 #      timings must not wait on it.
@@ -81,9 +83,14 @@ EOF
 step "3. a GPU run resumes and evaluates on the CPU" 90 gpu_to_cpu
 
 timings() {
+  lscpu | grep -E "^(Model name|Socket|Core|Thread|CPU\(s\))" | tee "$out/lscpu.txt"  # physical cores or SMT threads
+  # the batched env (gym.make_vec) at 38 and 256 envs on 1-16 threads (target: >= 16,000 env steps/s with 38 envs)
+  python scripts/bench_envs.py --ids FetchPush-v0 --steps 200 --resets 10 --vector-ids FetchPush-v0 \
+    --vector-kinds sync batch --vector-envs 38 256 --vector-steps 7600 --rounds 1 --batch-threads 1 2 4 8 16 \
+    --batch-steps 60 | tee "$out/bench_envs.txt"
   python scripts/bench_train.py --paper-budget --n 50 --sb3-steps 0 | tee "$out/bench_train.txt"
 }
-step "4. timings (printed beside their targets)" 150 timings
+step "4. timings (printed beside their targets)" 330 timings
 
 suite() {  # what the GPU machine lacks is left out, by name; its cores run the tests side by side where pytest-xdist is
   local args=()
