@@ -271,7 +271,7 @@ if __name__ == "__main__":
     compute = pick_compute(args)  # device (--cuda), bf16 matmuls, update and env threads
     device = compute.device
     run.start(dict(T=T, gamma=gamma, clip_return_value=clip_return, her_future_p=her_future_p, dims=dims), compute)
-    vec = gym.make_vec(args.env_id, num_envs=args.n_envs, nthread=compute.env_threads)  # one mujoco.batch of them
+    vec = envs.make_vec(args.env_id, args.n_envs, compute.env_threads)  # gym.make_vec: our ids in one mujoco.batch
     video_env = gym.make(args.env_id, render_mode="rgb_array") if args.capture_video else None  # one episode an epoch
 
     # ALGO LOGIC: networks, one Adam for both (two parameter groups), target networks

@@ -23,7 +23,7 @@ import gymnasium as gym
 import numpy as np
 
 from envs.goal_env import REWARD_TYPES, GoalEnv, goal_distance  # noqa: F401
-from envs.vector import GoalVectorEnv, ThreadVectorEnv  # noqa: F401  (the vector envs: envs/vector.py)
+from envs.vector import GoalVectorEnv, ThreadVectorEnv, make_vec  # noqa: F401  (the vector envs: envs/vector.py)
 
 # id stem -> (entry point, episode length in steps). Episode lengths: paper 1.4 / canonical registration.
 _TASKS = {

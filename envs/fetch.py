@@ -124,7 +124,7 @@ class FetchEnv(GoalEnv):
         return np.ones(len(ids), bool)
 
     def _sample_goal(self, sims=None, i=0, rng=None):
-        sims, rng = self.sims if sims is None else sims, self.np_random if rng is None else rng  # (no arguments: this env)
+        rng = self.np_random if rng is None else rng  # no arguments: this single env's next goal
         goal = self.initial_gripper_xpos[:3] + rng.uniform(-self.target_range, self.target_range, size=3)
         if self.has_object:
             goal += self.target_offset

@@ -162,7 +162,6 @@ class GoalEnv(gym.Env):
 
     metadata = {"render_modes": ["human", "rgb_array", "depth_array"], "render_fps": 25}
     camera_config: dict = {}  # the default free camera of a task, as in the canonical environments
-    reset_options: tuple = ()  # the keys `reset(options=...)` accepts (none: every key is refused, by name)
 
     def __init__(self, model_xml: str, n_actions: int, reward_type: str, render_mode=None, width=480, height=480):
         if reward_type not in REWARD_TYPES:
@@ -237,7 +236,7 @@ class GoalEnv(gym.Env):
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
-        check_reset_options(options, self.reset_options)
+        check_reset_options(options)
         self.goal = self._reset_sims(self.sims, np.zeros(1, np.intp), [self.np_random])[0]
         self._show_goal()
         if self.render_mode == "human":
@@ -247,7 +246,7 @@ class GoalEnv(gym.Env):
 
     # ---- one step and one reset of a batch of simulations: the flow of both this env and GoalVectorEnv ---------
     def _step_sims(self, sims, action, ids):
-        """Apply `action` (n, n_actions), clipped, to every simulation, and advance those in `ids` (None: all)."""
+        """Apply `action` (n, n_actions, already clipped) to every simulation; advance those in `ids` (None: all)."""
         self._set_action(sims, action)
         sims.step(ids, self.n_substeps)
         self._step_callback(sims, ids)
@@ -323,14 +322,14 @@ class GoalEnv(gym.Env):
         raise NotImplementedError
 
 
-def check_reset_options(options, valid=()) -> None:
-    """Refuse, by name, reset options that nothing here reads: a typo must not pass for an option that took effect."""
-    unknown = sorted(set(options or {}) - set(valid))
-    if unknown:
-        raise ValueError(f"unknown reset option(s) {unknown}; valid options are {sorted(valid) or 'none'}")
+def check_reset_options(options) -> None:
+    """Refuse, by name, reset options: no task reads any, and a typo must not pass for an option that took effect."""
+    if options:
+        raise ValueError(f"unknown reset option(s) {sorted(options)}; the tasks take none")
 
 
 def unstable_message(warning_number) -> str:
     """Which of MuJoCo's instability warnings (one simulation's counters, (mjNWARNING,)) fired, by name."""
     names = [mujoco.mjtWarning(w).name for w in range(_UNSTABLE.start, _UNSTABLE.stop) if warning_number[w]]
-    return f"the simulation went unstable: MuJoCo warned {', '.join(names)} (NaN, inf or huge values) and reset its state"
+    return (f"the simulation went unstable: MuJoCo warned {', '.join(names)} (NaN, inf or huge values) and reset "
+            "its state")

@@ -205,7 +205,7 @@ class HandReachEnv(HandEnv):
 
     # ---- every episode ---------------------------------------------------------------------------------------
     def _sample_goal(self, sims=None, i=0, rng=None):
-        sims, rng = self.sims if sims is None else sims, self.np_random if rng is None else rng  # (no arguments: this env)
+        rng = self.np_random if rng is None else rng  # no arguments: this single env's next goal
         # RNG calls in the canonical order (choice, normal, uniform), so that a seed gives the canonical goal.
         finger = rng.choice(THUMB)  # one of the four fingers (not the thumb)
         meeting_pos = self.palm_xpos + MEETING_POINT_OFFSET + rng.normal(scale=MEETING_POINT_NOISE, size=3)
@@ -397,7 +397,8 @@ class HandManipulateEnv(HandEnv):
         return ~unstable & (sims.site_xpos[ids, self._object_center_site, 2] > MIN_OBJECT_HEIGHT)
 
     def _sample_goal(self, sims=None, i=0, rng=None):
-        sims, rng = self.sims if sims is None else sims, self.np_random if rng is None else rng  # (no arguments: this env)
+        sims = self.sims if sims is None else sims  # no arguments: this single env's next goal
+        rng = self.np_random if rng is None else rng
         object_qpos = sims.qpos[i, self._object_qpos : self._object_qpos + 7]
         goal = np.empty(7)
         goal[:3] = object_qpos[:3]  # "ignore" and "fixed": the object's position after the reset
@@ -433,7 +434,8 @@ class HandManipulateEnv(HandEnv):
         # Paper 1.2 / manipulate.py: joint positions and velocities, the object's velocities and pose (7-d).
         # Velocities are not scaled by dt (unlike Fetch). The object's angular velocity is in its own frame.
         n, qpos = self._n_robot_joints, sims.qpos
-        return np.concatenate((qpos[:, :n], sims.qvel[:, : n + 6], qpos[:, n : n + 7]), axis=1), qpos[:, n : n + 7].copy()
+        observation = np.concatenate((qpos[:, :n], sims.qvel[:, : n + 6], qpos[:, n : n + 7]), axis=1)
+        return observation, qpos[:, n : n + 7].copy()
 
 
 # The nine tasks of the paper (section 1.2), with the canonical registration's arguments.

@@ -26,7 +26,7 @@ from gymnasium.envs.registration import load_env_creator
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space, concatenate, iterate
 
-from envs.goal_env import _UNSTABLE, check_reset_options, unstable_message
+from envs.goal_env import _UNSTABLE, unstable_message
 
 
 _KINEMATICS_ONLY = int(mujoco.mjtDisableBit.mjDSBL_CONTACT | mujoco.mjtDisableBit.mjDSBL_CONSTRAINT)
@@ -39,6 +39,7 @@ class BatchSims:
         self.batch, self.n = batch, batch.nsim
         self.warning_number = batch.warning[..., 1]  # (n, mjNWARNING) live counters ((lastinfo, number) pairs)
         self._chains = {}  # body -> the dofs that move it
+        self._jacobian_buffers = {}  # sites -> (n, rows, nv), zero outside the columns that site_jacobians writes
         self._flags = None  # the per-simulation opt.disableflags, once kinematics() has expanded them
 
     def __getattr__(self, name):  # a field as a live (n, ...) array, bound on first use
@@ -77,7 +78,9 @@ class BatchSims:
         centre of mass), of a rotational one cdof_j's angular part, for the dofs that move the site (zero elsewhere).
         """
         model = self.batch.model
-        jac = np.zeros((self.n, sum(6 if rot else 3 for _, rot in sites), model.nv))
+        if sites not in self._jacobian_buffers:
+            self._jacobian_buffers[sites] = np.zeros((self.n, sum(6 if rot else 3 for _, rot in sites), model.nv))
+        jac = self._jacobian_buffers[sites]
         row = 0
         for site, rotation in sites:
             body = model.site_bodyid[site]
@@ -161,7 +164,8 @@ class GoalVectorEnv(gym.vector.VectorEnv):
     def reset(self, *, seed=None, options=None):
         options = dict(options or {})
         mask = options.pop("reset_mask", None)
-        check_reset_options(options, self.task.reset_options)
+        if options:  # a typo must not pass for an option that took effect
+            raise ValueError(f"unknown reset option(s) {sorted(options)}; GoalVectorEnv takes only reset_mask")
         if isinstance(seed, (int, np.integer)):
             seed = [int(seed) + i for i in range(self.num_envs)]
         if seed is not None and len(seed) != self.num_envs:
@@ -187,9 +191,9 @@ class GoalVectorEnv(gym.vector.VectorEnv):
         self._elapsed[stepping] += 1
         unstable = stepping & self.sims.warning_number[:, _UNSTABLE].any(axis=1)
         for i in np.flatnonzero(unstable):  # MuJoCo reset these simulations' state: their episodes are over
-            warnings.warn(f"GoalVectorEnv({type(self.task).__name__}) env {i}: {unstable_message(self.sims.warning_number[i])}; "
-                          "its episode is truncated and it is reset at the next step, the others go on",
-                          RuntimeWarning, stacklevel=2)
+            warnings.warn(f"GoalVectorEnv({type(self.task).__name__}) env {i}: "
+                          f"{unstable_message(self.sims.warning_number[i])}; its episode is truncated and it is reset "
+                          "at the next step, the others go on", RuntimeWarning, stacklevel=2)
             self.sims.warning_number[i, _UNSTABLE] = 0
         if self._autoreset.any():  # next-step autoreset: an env whose episode ended last step starts a new one
             self._reset_ids(np.flatnonzero(self._autoreset))
@@ -242,12 +246,24 @@ class GoalVectorEnv(gym.vector.VectorEnv):
         if not hasattr(error, "ids"):  # not mujoco.batch.SimulationError
             return error
         failed = "; ".join(f"env {i}: {self._batch.error(int(i))}" for i in error.ids)
-        return RuntimeError(f"GoalVectorEnv({type(self.task).__name__}): MuJoCo raised an error in {failed}. Those envs "
-                            "kept their state from before this call and the others ran; reset() before going on")
+        return RuntimeError(f"GoalVectorEnv({type(self.task).__name__}): MuJoCo raised an error in {failed}. Those "
+                            "envs kept their state from before this call and the others ran; reset() before going on")
 
     def _observations(self):
         observation, achieved_goal = self.task._get_obs(self.sims)
         return {"observation": observation, "achieved_goal": achieved_goal, "desired_goal": self._goals.copy()}
+
+
+def make_vec(env_id: str, num_envs: int, nthread: int | None = None) -> gym.vector.VectorEnv:
+    """`gym.make_vec(env_id, num_envs=num_envs)` with `nthread` threads, for any registered goal env: our ids (and
+    any id registered with GoalVectorEnv) give the batched env; an id without a vector entry point (a task of your
+    own) gives ThreadVectorEnv over `gym.make` envs; another vector entry point is called as gym.make_vec calls it."""
+    entry_point = gym.spec(env_id).vector_entry_point
+    if entry_point is None:
+        return ThreadVectorEnv([lambda: gym.make(env_id)] * num_envs, nthread)
+    if getattr(entry_point, "func", None) is GoalVectorEnv:
+        return gym.make_vec(env_id, num_envs=num_envs, nthread=nthread)
+    return gym.make_vec(env_id, num_envs=num_envs)
 
 
 class ThreadVectorEnv(gym.vector.SyncVectorEnv):

@@ -339,7 +339,7 @@ if __name__ == "__main__":
     device = compute.device
     run.start(dict(T=T, gamma=gamma, clip_return_value=clip_return, her_future_p=her_future_p, dims=dims,
                    target_entropy_value=target_entropy), compute)
-    vec = gym.make_vec(args.env_id, num_envs=args.n_envs, nthread=compute.env_threads)  # one mujoco.batch of them
+    vec = envs.make_vec(args.env_id, args.n_envs, compute.env_threads)  # gym.make_vec: our ids in one mujoco.batch
     video_env = gym.make(args.env_id, render_mode="rgb_array") if args.capture_video else None  # one episode an epoch
 
     # ALGO LOGIC: networks, temperature, one Adam for all (three parameter groups), target critics (SAC: none for pi)

@@ -129,7 +129,8 @@ def main():
     parser.add_argument("--vector-envs", nargs="+", type=int, default=[2, 16],
                         help="sub-envs per vector env (e.g. 38: --paper-budget's); EnvPool gets the largest")
     parser.add_argument("--vector-kinds", nargs="+", default=["async", "thread", "batch"],
-                        choices=["sync", "async", "thread", "batch"], help="vector envs to time beside one env (sync, always)")
+                        choices=["sync", "async", "thread", "batch"],
+                        help="vector envs to time beside one env (sync, always there)")
     parser.add_argument("--batch-threads", nargs="+", type=int, default=[1, 2],
                         help="thread counts of the batched env against raw physics (the first is the baseline)")
     parser.add_argument("--batch-steps", type=int, default=300, help="timed steps per batched-env measurement")
@@ -189,8 +190,8 @@ def main():
             base = best[base_threads]
             for nthread, r in best.items():
                 speedup = base["env_us"] / r["env_us"]
-                line = (f"  {n:3d} envs, {nthread:2d} thread(s): {r['steps_per_s']:8.0f} env steps/s, {r['env_us']:7.1f} "
-                        f"us per env step, raw physics {r['physics_us']:7.1f} us: {r['ratio']:5.3f}x; "
+                line = (f"  {n:3d} envs, {nthread:2d} thread(s): {r['steps_per_s']:8.0f} env steps/s, "
+                        f"{r['env_us']:7.1f} us per env step, raw physics {r['physics_us']:7.1f} us: {r['ratio']:5.3f}x; "
                         f"{speedup:5.2f}x of {base_threads} thread(s)")
                 k = nthread / base_threads
                 if k > 1:  # speed-up s = 1 / (f + (1 - f) / k), so f = (k / s - 1) / (k - 1)

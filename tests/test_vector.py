@@ -88,6 +88,20 @@ def test_make_vec_gives_the_batched_env_for_every_id():
     assert gym.make_vec("FetchPush-v0", num_envs=64).nthread == min(64, len(os.sched_getaffinity(0)))  # default
 
 
+def test_a_task_of_your_own_collects_in_threads():
+    """envs.make_vec (the scripts'): our ids batched; an id registered without a vector entry point (a task of your
+    own) in threads over gym.make envs, with the threads asked for."""
+    assert isinstance(envs.make_vec("FetchReach-v0", 2, 1), GoalVectorEnv)
+    gym.register("OwnReachTest-v0", entry_point="envs.fetch:FetchReachEnv", max_episode_steps=50)
+    try:
+        vec = envs.make_vec("OwnReachTest-v0", 3, 2)
+        assert isinstance(vec, envs.ThreadVectorEnv) and vec.n_threads == 2 and vec.num_envs == 3
+        vec.reset(seed=0)
+        vec.step(np.zeros((3, 4)))
+    finally:
+        gym.registry.pop("OwnReachTest-v0")
+
+
 @pytest.mark.parametrize("n_envs", [1, 5])
 @pytest.mark.parametrize("env_id", envs.ENV_IDS)
 def test_batched_env_matches_sync_vector_env(env_id, n_envs):
@@ -197,7 +211,7 @@ def test_a_mujoco_error_names_the_env_and_its_message():
 
 def first_epoch(tmp_path, name, collection):
     """ddpg_her.py's first epoch (metrics.csv without its timings), collecting with `collection`."""
-    patch = {"thread": "gym.make_vec = lambda env_id, num_envs, nthread: "
+    patch = {"thread": "envs.make_vec = lambda env_id, num_envs, nthread: "
                        "envs.ThreadVectorEnv([lambda: gym.make(env_id)] * num_envs, nthread); ",
              "batch": ""}[collection]
     options = ["--env-id", "FetchPickAndPlace-v0", "--n-envs", "4", "--n-cycles", "3", "--n-batches", "3",
@@ -215,6 +229,8 @@ def first_epoch(tmp_path, name, collection):
 def test_training_collects_as_before_the_batched_env(tmp_path):
     """The same seed gives the same first epoch (successes, Q, losses) with the batched env as with the threads
     over single envs that collected before it (envs.ThreadVectorEnv, equal to SyncVectorEnv above)."""
+    with open(os.path.join(ROOT, "ddpg_her.py")) as f:
+        assert "envs.make_vec(" in f.read()  # what the patch below replaces
     batched = first_epoch(tmp_path, "batch", "batch")
     assert batched == first_epoch(tmp_path, "thread", "thread")
     assert float(batched[0]["critic_loss"]) > 0
