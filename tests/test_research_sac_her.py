@@ -114,6 +114,45 @@ def test_critic_target_is_the_soft_minimum_of_the_twin_targets_at_a_fresh_sample
     assert stats[2].item() == pytest.approx(torch.cat(q_old).mean().item(), rel=1e-5)
 
 
+def test_actor_loss_is_alpha_log_pi_minus_the_twin_minimum_at_a_reparameterised_sample(monkeypatch):
+    """SAC's actor loss E[alpha log pi(a|o) - min(Q1, Q2)(o, a)] at the sample a drawn at o (plus ddpg_her.py's
+    action L2 on the mean action), by hand: the entropy term's sign, the min and alpha all show in its value; and its
+    gradient makes a wide policy with a flat critic wider still (the entropy bonus at work)."""
+    nets, optimizer, norm = sac(init_alpha=0.5, max_u=2.0)
+    actor, critic = nets[0], nets[1]
+    x, u, r = batch()
+    sample, calls = actor.sample, []
+
+    def spy(obs):
+        out = sample(obs)
+        calls.append((obs.clone(), [t.detach().clone() for t in out]))
+        return out
+
+    monkeypatch.setattr(actor, "sample", spy)
+    with torch.no_grad():
+        critics_before = copy.deepcopy(critic)
+    stats = sac_her.update(nets, optimizer, norm, x, u, r, 0.98, 50.0, 0.3, -DIM_U)
+    (pi, log_pi, pi_mean), = [out for obs, out in calls if torch.equal(obs, x[0])]
+    with torch.no_grad():
+        q1, q2 = (net(torch.cat([x[0], pi / 2.0], 1)) for net in critics_before.nets)  # (actions enter as u / max_u)
+    assert (0.5 * log_pi).abs().mean() > 0.1 and (q1 - q2).abs().mean() > 1e-3  # alpha log pi and the min matter
+    by_hand = (0.5 * log_pi - torch.minimum(q1, q2)).mean() + 0.3 * (pi_mean / 2.0).square().mean()
+    assert stats[0].item() == pytest.approx(by_hand.item(), rel=1e-5)
+    # With a flat critic (last layer zero) and no L2, only alpha log pi trains the actor: its log-std must rise.
+    nets, optimizer, norm = sac(init_alpha=1.0)
+    actor, critic = nets[0], nets[1]
+    with torch.no_grad():
+        for net in critic.nets:
+            net[-1].weight.zero_()
+    set_log_std(actor, -1.0)
+    for _ in range(20):
+        sac_her.update(nets, optimizer, norm, x, u, r, 0.98, 50.0, 0.0, -DIM_U)
+    with torch.no_grad():
+        log_std = sac_her.LOG_STD_MIN + 0.5 * (sac_her.LOG_STD_MAX - sac_her.LOG_STD_MIN) * (
+            torch.tanh(actor.net(x[0])[:, DIM_U:]) + 1)
+    assert log_std.mean() > -1.0 + 0.005, log_std.mean()
+
+
 @pytest.mark.parametrize("max_u", [1.0, 2.0])
 def test_deterministic_action_and_the_squashed_gaussians_log_probability(max_u):
     (actor, *_), _, _ = sac(max_u=max_u)
