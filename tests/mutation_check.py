@@ -34,6 +34,7 @@ PARITY = ["tests/test_parity.py", "-m", "parity", "-x", "-q"]
 RELAY = ["tests/test_research_ddpg_her_relay.py", "-x", "-q", "-k", "not resumes and not bad_options"]
 RELAY_NSTEP = ["tests/test_research_ddpg_her_relay_nstep.py", "-x", "-q", "-k", "not resumes and not bad_n_step"]
 # a fork's own tests and, of tests/test_research_shared_parts.py, that fork's
+GAMMA_EPS = ["tests/test_research_ddpg_her_gamma_eps.py", "-x", "-q"]
 BATCH = ["tests/test_vector.py", "-x", "-q", "-k",
          "matches_sync_vector_env and (FetchPush-v0 or HandManipulateEggFull-v0)"]
 
@@ -412,6 +413,37 @@ MUTATIONS = [
       "        if missing:", "        if False:",
       ["tests/test_grid.py", "-x", "-q", "-k", "refuses_a_config"],
       "a fork without a searched option (sac_her.py: --noise-eps) is searched, and its trials fail"),
+    # ---- research/ddpg_her_gamma_eps.py: gamma and epsilon as the value function's inputs (issue 32) -----------------
+    m("gamma_eps_reward_at_task_eps", "research/ddpg_her_gamma_eps.py",
+      "return -(envs.goal_distance(ag_next, g) > eps[:, 0]).float()[:, None]",
+      "return -(envs.goal_distance(ag_next, g) > 0.05).float()[:, None]",
+      GAMMA_EPS,
+      "the reward is the task's, not recomputed at each transition's epsilon"),
+    m("gamma_eps_bootstrap_one_gamma", "research/ddpg_her_gamma_eps.py",
+      "torch.minimum(r + gamma * q_next,", "torch.minimum(r + gamma.mean() * q_next,",
+      GAMMA_EPS,
+      "the target bootstraps with one gamma for the whole batch"),
+    m("gamma_eps_clip_one_gamma", "research/ddpg_her_gamma_eps.py",
+      "lowest = -1.0 / (1.0 - gamma) if clip_return", "lowest = -1.0 / (1.0 - gamma.max()) if clip_return",
+      GAMMA_EPS,
+      "the target's clip takes the largest gamma of the batch, not each transition's"),
+    m("gamma_eps_horizon_uniform", "research/ddpg_her_gamma_eps.py",
+      "gamma = 1.0 - 1.0 / (math.log(h_min) + rand() * math.log(h_max / h_min)).exp()",
+      "gamma = 1.0 - 1.0 / (h_min + rand() * (h_max - h_min))",
+      GAMMA_EPS, "horizons drawn uniformly, not log-uniformly"),
+    m("gamma_eps_actor_blind_to_task", "research/ddpg_her_gamma_eps.py",
+      "x = torch.cat([x, self.task_cond.expand(len(x), N_COND)], -1)",
+      "x = torch.cat([x, torch.zeros_like(self.task_cond).expand(len(x), N_COND)], -1)",
+      GAMMA_EPS,
+      "acting and testing ignore the task's gamma and epsilon"),
+    m("gamma_eps_task_cond_unset", "research/ddpg_her_gamma_eps.py",
+      "    actor.task_cond.copy_(cond_inputs(", "    actor.task_cond.add_(0 * cond_inputs(",
+      GAMMA_EPS,
+      "the script never gives the actor the task's gamma and epsilon"),
+    m("gamma_eps_reward_check_skipped", "research/ddpg_her_gamma_eps.py",
+      "        if not np.array_equal(compute_reward(ag_check, g_check, {}), thresholded):",
+      "        if False:",
+      GAMMA_EPS, "a task whose reward is not one threshold is trained with the wrong reward"),
     # ---- issue 32's sweep: the same kinds of break in every fork's copy of the update (a sign, a running statistic)
     m("ddpg_her_nstep@polyak_inverted", "research/ddpg_her_nstep.py",
       "torch._foreach_lerp_(target_params, main_params, 1.0 - args.polyak)",
