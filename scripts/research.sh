@@ -28,7 +28,7 @@ grid() {  # PART, then grid.py options (--smoke replaces the budget: 1 epoch of 
     python scripts/grid.py --out "$out/$part" --cpus-per-run 1 "$@"
   fi
 }
-all="screen push utd batch256 utd80 combined_polyak pnp_screen pnp hand polyak mher"
+all="screen push utd batch256 utd80 combined_polyak pnp_screen pnp hand polyak mher rfr_push"
 parts=${*:-$all}
 for part in $parts; do
   case $part in
@@ -94,6 +94,10 @@ for part in $parts; do
     # FetchPush, 3 seeds, 400,000 env steps; its comparison is part push's n-step fork and ddpg_her.py, same seeds.
     mher) grid mher --envs FetchPush-v0 --configs research/ddpg_her_nstep --seeds 1 2 3 --extra "--mher-lambda 0.7" \
       --epochs 10 ;;
+    # Issue 32, the Request for Research's other paragraphs: each fork on FetchPush, 3 seeds, 600,000 env steps,
+    # beside ddpg_her.py of the same commit (ddpg_her.py and envs/ changed since part push: the batched envs).
+    rfr_push) grid rfr_push --envs FetchPush-v0 --configs ddpg_her research/ddpg_her_gamma_eps --seeds 1 2 3 \
+      --extra "" --epochs 15 ;;
     *) echo "unknown part $part (one of: $all)"; exit 2 ;;
   esac
 done

@@ -237,7 +237,8 @@ def test_research_smoke_runs_every_comparison_end_to_end(tmp_path):
                        ("pnp_screen_utd80_polyak_0.9", fetch[-1:]), ("pnp_screen_utd120_polyak_0.9", fetch[-1:]),
                        ("pnp_screen_nstep", every[1:2]), ("pnp_screen_forks", every[2:] + fetch[-2:-1]),
                        ("pnp", fetch), ("hand", every), ("polyak_0.8", every[:1]), ("polyak_0.9", every[:1]),
-                       ("polyak_0.98", every[:1]), ("mher", every[1:2])]:
+                       ("polyak_0.98", every[:1]), ("mher", every[1:2]),
+                       ("rfr_push", ["ddpg_her", "ddpg_her_gamma_eps"])]:
         n = len(exps)
         assert f"{n}/{n} runs done (0 were done before), 0 failed" in output
         table = f"{tmp_path}/{part}/grid_smoke.md"
