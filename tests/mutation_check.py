@@ -444,6 +444,12 @@ MUTATIONS = [
       "        if not np.array_equal(compute_reward(ag_check, g_check, {}), thresholded):",
       "        if False:",
       GAMMA_EPS, "a task whose reward is not one threshold is trained with the wrong reward"),
+    # ---- issue 32: goal_td (anchor) ----
+    # ---- issue 32: unbiased (anchor) ----
+    # ---- issue 32: hac (anchor) ----
+    # ---- issue 32: ppo_her (anchor) ----
+    # ---- issue 32: frequent (anchor) ----
+    # ---- issue 32: distributional (anchor) ----
     # ---- issue 32's sweep: the same kinds of break in every fork's copy of the update (a sign, a running statistic)
     m("ddpg_her_nstep@polyak_inverted", "research/ddpg_her_nstep.py",
       "torch._foreach_lerp_(target_params, main_params, 1.0 - args.polyak)",
