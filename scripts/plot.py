@@ -172,7 +172,8 @@ def main():
             seeds = sorted({len(r) for (t, e), r in groups.items() if e == exp})
             handles[exp] = (line, f"{exp} ({'-'.join(map(str, seeds[::max(len(seeds) - 1, 1)]))} "
                                   f"seed{'s' if seeds[-1] > 1 else ''})")
-        ax.set_title(task, fontsize=10)
+        if len(tasks) > 1 or not args.title:  # (one panel under a title: the title names it, not twice)
+            ax.set_title(task, fontsize=10)
         ax.set_xlabel(X_LABELS[args.x])
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
@@ -185,14 +186,21 @@ def main():
         ax.set_visible(False)
     for ax in axes[:, 0]:
         ax.set_ylabel("median test success rate")
-    # The legend below the panels, off the curves: one entry per configuration, with its seed count(s).
-    legend = [handles[exp] for exp in exps if exp in handles]
-    fig.legend([h for h, _ in legend], [label for _, label in legend], loc="outside lower center",
-               ncol=min(len(legend), 2 * columns), frameon=False, fontsize=9)  # 2 entries fit under a panel
     if args.title:
         fig.suptitle(args.title)
+    # The legend below the panels, off the curves: one entry per configuration, with its seed count(s), in as many
+    # columns as fit the panels' width, so that long labels add rows below rather than shrink the panels.
+    legend = [handles[exp] for exp in exps if exp in handles]
+    ncol = min(len(legend), 2 * columns)
+    while True:
+        box = fig.legend([h for h, _ in legend], [label for _, label in legend], loc="outside lower center",
+                         ncol=ncol, frameon=False, fontsize=9)
+        if ncol == 1 or box.get_window_extent(fig.canvas.get_renderer()).width <= fig.bbox.width:
+            break
+        box.remove()
+        ncol -= 1
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    # bbox_inches="tight": the figure grows to hold a legend wider than its panels (long fork names), never crops it
+    # bbox_inches="tight": the figure grows to hold a legend wider than its panels (one long label), never crops it
     fig.savefig(args.out, dpi=120, bbox_inches="tight")
     pdf = os.path.splitext(args.out)[0] + ".pdf"
     fig.savefig(pdf, bbox_inches="tight")

@@ -408,6 +408,10 @@ MUTATIONS = [
     m("plot_labels_sorted_as_text", "scripts/plot.py",
       'natural(e[1])))', 'e[1]))',
       PLOT, "curves ordered as text: n_batches=120 before n_batches=40"),
+    m("plot_legend_columns_fixed", "scripts/plot.py",
+      "        if ncol == 1 or box.get_window_extent(fig.canvas.get_renderer()).width <= fig.bbox.width:",
+      "        if True:",
+      ["tests/test_plot.py", "-x", "-q", "-k", "wide"], "a legend wider than the panels widens the figure"),
     # ---- scripts/hparam_search.py (tests/test_grid.py) -------------------------------------------------------------
     m("hparam_search_missing_option_not_refused", "scripts/hparam_search.py",
       "        if missing:", "        if False:",

@@ -78,6 +78,28 @@ def test_plot_orders_the_curves_by_the_numbers_in_their_labels(tmp_path):
     assert labels == ["ddpg_her n_batches=40", "ddpg_her n_batches=80", "ddpg_her n_batches=120"]  # not as text
 
 
+def png_width(path):  # the IHDR chunk: width, then height, big-endian, from byte 16
+    with open(path, "rb") as f:
+        return int.from_bytes(f.read(20)[16:20], "big")
+
+
+def test_plot_keeps_the_panel_as_wide_as_the_figure_under_many_long_labels(tmp_path):
+    """Six curves with long labels on one panel: the legend takes rows below the panel, not a width that leaves the
+    panel a third of the figure (the figure no wider than one short curve's, plus a margin)."""
+    short, many = str(tmp_path / "short"), str(tmp_path / "many")
+    fake_run(short, "r", "FetchPush-v0", "ddpg_her", [0.1, 0.2])
+    for n in range(6):
+        fake_run(many, f"r{n}", "FetchPush-v0", "ddpg_her_relay_nstep", [0.1, 0.2], n_batches=40 * (n + 1),
+                 polyak=0.95)
+    widths = []
+    for runs, split in ((short, []), (many, ["--split-by", "n_batches", "polyak"])):
+        out = str(tmp_path / f"{os.path.basename(runs)}.png")
+        proc = plot("--runs-dir", runs, *split, "--title", "FetchPush-v0, a title", "--out", out)
+        assert proc.returncode == 0, proc.stderr
+        widths.append(png_width(out))
+    assert widths[1] <= 1.25 * widths[0], widths
+
+
 def test_plot_says_when_there_is_nothing_to_plot(tmp_path):
     proc = plot("--runs-dir", str(tmp_path), "--out", str(tmp_path / "fig.png"))
     assert proc.returncode != 0 and "no runs with metrics.csv" in proc.stderr
