@@ -28,7 +28,7 @@ grid() {  # PART, then grid.py options (--smoke replaces the budget: 1 epoch of 
     python scripts/grid.py --out "$out/$part" --cpus-per-run 1 "$@"
   fi
 }
-all="screen push utd batch256 utd80 combined_polyak pnp_screen pnp hand polyak mher rfr_push"
+all="screen push utd batch256 utd80 combined_polyak pnp_screen pnp hand polyak mher rfr_push rfr_gamma_eps"
 parts=${*:-$all}
 for part in $parts; do
   case $part in
@@ -98,6 +98,13 @@ for part in $parts; do
     # beside ddpg_her.py of the same commit (ddpg_her.py and envs/ changed since part push: the batched envs).
     rfr_push) grid rfr_push --envs FetchPush-v0 --configs ddpg_her research/ddpg_her_gamma_eps --seeds 1 2 3 \
       --extra "" --epochs 15 ;;
+    # The gamma-epsilon fork's own conditions: gamma alone (--no-sample-eps) and epsilon alone (--no-sample-gamma),
+    # FetchPush, 3 seeds, 600,000 env steps; part rfr_push holds both together and the baseline.
+    rfr_gamma_eps)
+      grid rfr_gamma_only --envs FetchPush-v0 --configs research/ddpg_her_gamma_eps --seeds 1 2 3 \
+        --extra=--no-sample-eps --epochs 15
+      grid rfr_eps_only --envs FetchPush-v0 --configs research/ddpg_her_gamma_eps --seeds 1 2 3 \
+        --extra=--no-sample-gamma --epochs 15 ;;
     *) echo "unknown part $part (one of: $all)"; exit 2 ;;
   esac
 done
