@@ -28,7 +28,7 @@ grid() {  # PART, then grid.py options (--smoke replaces the budget: 1 epoch of 
     python scripts/grid.py --out "$out/$part" --cpus-per-run 1 "$@"
   fi
 }
-all="screen push utd batch256 utd80 combined_polyak pnp_screen pnp hand polyak mher rfr_push rfr_gamma_eps"
+all="screen push utd batch256 utd80 combined_polyak pnp_screen pnp hand polyak mher rfr_push rfr_gamma_eps rfr_ppo"
 parts=${*:-$all}
 for part in $parts; do
   case $part in
@@ -105,6 +105,16 @@ for part in $parts; do
         --extra=--no-sample-eps --epochs 15
       grid rfr_eps_only --envs FetchPush-v0 --configs research/ddpg_her_gamma_eps --seeds 1 2 3 \
         --extra=--no-sample-gamma --epochs 15 ;;
+    # On-policy HER (research/ppo_her.py: PPO with hindsight policy gradients' weights) and PPO without hindsight: on
+    # FetchReach, 3 seeds, 200,000 env steps, beside ddpg_her.py; on FetchPush, 3 seeds, 600,000 env steps (part
+    # rfr_push holds ddpg_her.py's runs).
+    rfr_ppo)
+      grid rfr_ppo_reach --envs FetchReach-v0 --configs ddpg_her research/ppo_her --seeds 1 2 3 --extra "" --epochs 5
+      grid rfr_ppo_reach_no_hindsight --envs FetchReach-v0 --configs research/ppo_her --seeds 1 2 3 \
+        --extra=--no-hindsight --epochs 5
+      grid rfr_ppo_push --envs FetchPush-v0 --configs research/ppo_her --seeds 1 2 3 --extra "" --epochs 15
+      grid rfr_ppo_push_no_hindsight --envs FetchPush-v0 --configs research/ppo_her --seeds 1 2 3 \
+        --extra=--no-hindsight --epochs 15 ;;
     *) echo "unknown part $part (one of: $all)"; exit 2 ;;
   esac
 done
