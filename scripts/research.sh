@@ -28,7 +28,7 @@ grid() {  # PART, then grid.py options (--smoke replaces the budget: 1 epoch of 
     python scripts/grid.py --out "$out/$part" --cpus-per-run 1 "$@"
   fi
 }
-all="screen push utd batch256 utd80 combined_polyak pnp_screen pnp hand polyak mher rfr_push rfr_gamma_eps rfr_ppo"
+all="screen push utd batch256 utd80 combined_polyak pnp_screen pnp hand polyak mher rfr_push rfr_gamma_eps rfr_ppo rfr_goal_td"
 parts=${*:-$all}
 for part in $parts; do
   case $part in
@@ -115,6 +115,13 @@ for part in $parts; do
       grid rfr_ppo_push --envs FetchPush-v0 --configs research/ppo_her --seeds 1 2 3 --extra "" --epochs 15
       grid rfr_ppo_push_no_hindsight --envs FetchPush-v0 --configs research/ppo_her --seeds 1 2 3 \
         --extra=--no-hindsight --epochs 15 ;;
+    # Automatic hindsight goals (research/ddpg_her_goal_td.py: of 4 candidate goals, 2 future and 2 from the buffer,
+    # the one of largest |TD error| replayed), FetchPush, 3 seeds, 600,000 env steps (part rfr_push: the baseline);
+    # its own condition: the 4 candidates all future goals (the choosing without the buffer's goals).
+    rfr_goal_td)
+      grid rfr_goal_td --envs FetchPush-v0 --configs research/ddpg_her_goal_td --seeds 1 2 3 --extra "" --epochs 15
+      grid rfr_goal_td_future --envs FetchPush-v0 --configs research/ddpg_her_goal_td --seeds 1 2 3 \
+        --extra "--buffer-goal-frac 0" --epochs 15 ;;
     *) echo "unknown part $part (one of: $all)"; exit 2 ;;
   esac
 done
