@@ -247,16 +247,18 @@ def check(parser, args):
                 extra=extra, out=out, torch_threads=max(1, int(args.cpus_per_run)), track=args.track,
                 wandb_project_name=args.wandb_project_name, commit=commit.stdout.strip() or "unknown")
     path = os.path.join(out, "grid.json")
-    same = ("figure", "envs", "configs", "seeds", "extra")  # what makes it the same grid (its epochs may change)
+    same = ("figure", "envs", "configs", "extra")  # what makes it the same grid (epochs may change, seeds be added)
     if os.path.exists(path):
         with open(path) as f:
             old = json.load(f)
         diff = [f"{k}: {old.get(k)} there, {spec[k]} now" for k in same if old.get(k) != spec[k]]
+        if not set(old.get("seeds", [])) <= set(seeds):  # a seed left out: its runs would sit in the folder unnamed
+            diff.append(f"seeds: {old.get('seeds')} there, {seeds} now (seeds may be added, not left out)")
         if diff:
             parser.error(f"{out} holds a different grid ({'; '.join(diff)}); use another --out")
     os.makedirs(out, exist_ok=True)
     with open(path, "w") as f:
-        json.dump({k: spec[k] for k in same + ("epochs", "commit")}, f, indent=1)
+        json.dump({k: spec[k] for k in same + ("seeds", "epochs", "commit")}, f, indent=1)
     return runs, spec
 
 

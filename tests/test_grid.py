@@ -158,14 +158,18 @@ def test_a_figure_runs_the_papers_budget_unless_extra_replaces_it(tmp_path):
         assert spec["extra"] == extra and len(runs) == 80 and {r["epochs"] for r in runs} == {50}
 
 
-def test_a_grid_directory_of_another_grid_is_refused(tmp_path, capsys):
+def test_a_grid_directory_of_another_grid_is_refused_and_seeds_may_be_added(tmp_path, capsys):
     out = str(tmp_path / "grid")
     parser, args = grid.parse(["--figure", "figure3", "--smoke", "--seeds", "1", "--out", out])
     grid.check(parser, args)  # writes grid.json, starts nothing
-    with pytest.raises(SystemExit):
-        grid.main(["--figure", "figure3", "--smoke", "--seeds", "1", "2", "--out", out])
-    err = capsys.readouterr().err
-    assert "holds a different grid (seeds: [1] there, [1, 2] now)" in err
+    parser, args = grid.parse(["--figure", "figure3", "--smoke", "--seeds", "1", "2", "--out", out])
+    runs, _ = grid.check(parser, args)  # a seed added: the same grid, extended (seed 1's runs are skipped as done)
+    assert sorted({r["seed"] for r in runs}) == [1, 2] and json.load(open(f"{out}/grid.json"))["seeds"] == [1, 2]
+    for options, message in [(["--seeds", "2"], "seeds: [1, 2] there, [2] now (seeds may be added, not left out)"),
+                             (["--seeds", "1", "2", "--extra", "--n-cycles 3"], "holds a different grid (extra: ")]:
+        with pytest.raises(SystemExit):
+            grid.main(["--figure", "figure3", "--smoke", *options, "--out", out])
+        assert message in capsys.readouterr().err
 
 
 def test_hparam_search_smoke_on_tune(tmp_path):
