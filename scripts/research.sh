@@ -28,7 +28,7 @@ grid() {  # PART, then grid.py options (--smoke replaces the budget: 1 epoch of 
     python scripts/grid.py --out "$out/$part" --cpus-per-run 1 "$@"
   fi
 }
-all="screen push utd batch256 utd80 combined_polyak pnp_screen pnp hand polyak mher rfr_push rfr_gamma_eps rfr_ppo rfr_goal_td"
+all="screen push utd batch256 utd80 combined_polyak pnp_screen pnp hand polyak mher rfr_push rfr_gamma_eps rfr_ppo rfr_goal_td rfr_qr"
 parts=${*:-$all}
 for part in $parts; do
   case $part in
@@ -122,6 +122,13 @@ for part in $parts; do
       grid rfr_goal_td --envs FetchPush-v0 --configs research/ddpg_her_goal_td --seeds 1 2 3 --extra "" --epochs 15
       grid rfr_goal_td_future --envs FetchPush-v0 --configs research/ddpg_her_goal_td --seeds 1 2 3 \
         --extra "--buffer-goal-frac 0" --epochs 15 ;;
+    # A distributional critic (research/ddpg_her_qr.py: 25 quantiles, QR's loss), FetchPush, 3 seeds, 600,000 env
+    # steps (part rfr_push: the baseline); its own condition: TQC's truncation (the top 2 of 25 target quantiles
+    # dropped, the ratio of TQC's 10 of 125).
+    rfr_qr)
+      grid rfr_qr --envs FetchPush-v0 --configs research/ddpg_her_qr --seeds 1 2 3 --extra "" --epochs 15
+      grid rfr_qr_tqc --envs FetchPush-v0 --configs research/ddpg_her_qr --seeds 1 2 3 \
+        --extra "--drop-top-quantiles 2" --epochs 15 ;;
     *) echo "unknown part $part (one of: $all)"; exit 2 ;;
   esac
 done
