@@ -83,7 +83,8 @@ def evaluate(path, episodes, seed=1, capture_video=False):
     script_path = ckpt.get("script", "ddpg_her.py")  # older checkpoints did not record it
     script = load_script(script_path)
     torch.set_num_threads(1)  # one observation at a time: more threads only add synchronisation
-    env = gym.make(cfg["env_id"], render_mode="rgb_array" if capture_video else None)
+    env_kwargs = ckpt.get("env_kwargs", {})  # the env as trained: e.g. another frequency (ddpg_her_frequent.py)
+    env = gym.make(cfg["env_id"], render_mode="rgb_array" if capture_video else None, **env_kwargs)
     actor = script.Actor(dims["x"], dims["u"], cfg["hidden"], cfg["n_layers"], ckpt["max_u"])
     actor.load_state_dict(ckpt["actor"])
     actor.bf16 = cfg.get("bf16_matmul", False) and torch.ops.mkldnn._is_mkldnn_bf16_supported()  # as in training
@@ -96,7 +97,8 @@ def evaluate(path, episodes, seed=1, capture_video=False):
     results = [test_episode(env, actor, norm, 10**9 + seed * 100_000 + i,
                             f"{video_dir}/episode{i:03d}" if capture_video else None) for i in range(episodes)]
     successes = [success for success, _ in results]
-    print(f"{cfg['env_id']}: test success {np.mean(successes):.3f} over {episodes} deterministic episodes "
+    kwargs = f" ({', '.join(f'{k}={v}' for k, v in env_kwargs.items())})" if env_kwargs else ""
+    print(f"{cfg['env_id']}{kwargs}: test success {np.mean(successes):.3f} over {episodes} deterministic episodes "
           f"({path}: {os.path.basename(script_path)}, {ckpt['epoch']} epoch{'' if ckpt['epoch'] == 1 else 's'})")
     if capture_video:
         print(f"videos: {results[0][1]} ... {results[-1][1]} ({episodes} files)" if episodes > 1

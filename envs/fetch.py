@@ -8,7 +8,7 @@ the `-v4` environments). Differences from that code are listed in docs/environme
 import mujoco
 import numpy as np
 
-from envs.goal_env import GoalEnv, array_namespace, goal_distance
+from envs.goal_env import N_SUBSTEPS, GoalEnv, array_namespace, goal_distance
 from envs.rotations import mat2euler
 
 DISTANCE_THRESHOLD = 0.05  # paper 1.1: success within 5 cm
@@ -105,8 +105,8 @@ class FetchEnv(GoalEnv):
         mujoco.mj_forward(m, d)
         d.mocap_pos[0] = GRIPPER_START_OFFSET + [0.0, 0.0, self.gripper_extra_height] + d.site_xpos[self._grip_site]
         d.mocap_quat[0] = [1.0, 0.0, 1.0, 0.0]
-        for _ in range(N_WARMUP_STEPS):
-            mujoco.mj_step(m, d, nstep=self.n_substeps)
+        for _ in range(N_WARMUP_STEPS):  # 20 substeps each whatever n_substeps: the same start state at any frequency
+            mujoco.mj_step(m, d, nstep=N_SUBSTEPS)
         # Read straight after mj_step, as the canonical code does (its kinematics lag one substep behind qpos).
         self.initial_gripper_xpos = d.site_xpos[self._grip_site].copy()
         if self.has_object:
@@ -142,6 +142,7 @@ class FetchEnv(GoalEnv):
     # ---- every step -----------------------------------------------------------------------------------------------
     def _set_action(self, sims, action, rows=slice(None)):
         # The mocap body is first put back onto the gripper, then displaced: the weld pulls the gripper after it.
+        # Not scaled with n_substeps: the weld's pull, hence the gripper's speed, is set by the offset (GoalEnv).
         sims.mocap_pos[rows, 0] = sims.xpos[rows, self._gripper_body] + MAX_DISPLACEMENT * action[:, :3]
         # Canonical quirk kept on purpose: the quaternion is a sum, not a product; MuJoCo normalises mocap_quat.
         sims.mocap_quat[rows, 0] = sims.xquat[rows, self._gripper_body] + GRIPPER_QUAT_DELTA

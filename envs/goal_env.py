@@ -163,7 +163,11 @@ class GoalEnv(gym.Env):
     metadata = {"render_modes": ["human", "rgb_array", "depth_array"], "render_fps": 25}
     camera_config: dict = {}  # the default free camera of a task, as in the canonical environments
 
-    def __init__(self, model_xml: str, n_actions: int, reward_type: str, render_mode=None, width=480, height=480):
+    def __init__(self, model_xml: str, n_actions: int, reward_type: str, render_mode=None, width=480, height=480,
+                 n_substeps: int = N_SUBSTEPS):
+        if isinstance(n_substeps, bool) or not isinstance(n_substeps, (int, np.integer)) or n_substeps < 1:
+            raise ValueError(f"n_substeps must be a positive integer (simulator steps of 2 ms per env step; "
+                             f"{N_SUBSTEPS}: the paper's 25 Hz), got {n_substeps!r}")
         if reward_type not in REWARD_TYPES:
             raise ValueError(f"unknown reward_type {reward_type!r}; valid reward types are {REWARD_TYPES}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
@@ -174,8 +178,18 @@ class GoalEnv(gym.Env):
         self.model.vis.global_.offwidth, self.model.vis.global_.offheight = width, height
         self.data = mujoco.MjData(self.model)
         self.sims = DataSims(self.model, self.data)
-        self.n_substeps = N_SUBSTEPS
+        # n_substeps: the control frequency, 1 / (n_substeps * 2 ms) (section 2, "RL with very frequent actions").
+        # The start state does not depend on it: warm-up and settling run steps of N_SUBSTEPS. Actions are not
+        # rescaled with it: an action already means the same speed at any frequency. Fetch's mocap target and finger
+        # targets, and the hand's relative targets, are offsets from the current state that a weld or a position
+        # actuator pulls towards with a force set by the offset, not by the step's length: under a constant action the
+        # gripper moves 0.29 m in 0.4 s at 25 Hz and 0.37 m at 250 Hz, while offsets scaled by n_substeps / 20 would
+        # slow it 7x (0.044 m); the fingers open at the same speed within 5% (tests/test_research_ddpg_her_frequent.py).
+        # The hand's default targets are absolute positions: the same at any frequency.
+        self.n_substeps = int(n_substeps)
         self.dt = self.model.opt.timestep * self.n_substeps  # seconds per env step (an attribute: read every step)
+        if self.n_substeps != N_SUBSTEPS:
+            self.metadata = {**self.metadata, "render_fps": int(round(1.0 / self.dt))}
         self.width, self.height = width, height
         self._renderer = None
 

@@ -19,7 +19,7 @@ import math
 import mujoco
 import numpy as np
 
-from envs.goal_env import _UNSTABLE, NUMPY, GoalEnv, array_namespace, goal_distance
+from envs.goal_env import _UNSTABLE, N_SUBSTEPS, NUMPY, GoalEnv, array_namespace, goal_distance
 from envs.rotations import (  # noqa: F401  (the rotation math: envs/rotations.py)
     euler2quat,
     euler2mat,
@@ -380,14 +380,15 @@ class HandManipulateEnv(HandEnv):
                 pos += rng.normal(size=3, scale=INITIAL_POSITION_NOISE)
             quat /= np.linalg.norm(quat)
 
-        # Let the hand move to the middle of its joint ranges (action 0) and the object drop onto the palm.
+        # Let the hand move to the middle of its joint ranges (action 0) and the object drop onto the palm: steps
+        # of 20 substeps whatever n_substeps, so that the start state is the same at any control frequency.
         if self.relative_control:  # the zero action means "stay", re-read every step
             for _ in range(N_SETTLE_STEPS):
                 self._set_action(sims, np.zeros((len(ids), N_ACTIONS)), ids)
-                sims.step(ids, self.n_substeps)
+                sims.step(ids, N_SUBSTEPS)
         else:
             sims.ctrl[ids] = self._ctrl_center
-            sims.step(ids, N_SETTLE_STEPS * self.n_substeps)
+            sims.step(ids, N_SETTLE_STEPS * N_SUBSTEPS)
         warned = sims.warning_number[ids]
         unstable = warned[:, _UNSTABLE].any(axis=1)  # MuJoCo reset the state itself: draw again
         warned[:, _UNSTABLE] = 0

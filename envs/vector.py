@@ -254,16 +254,17 @@ class GoalVectorEnv(gym.vector.VectorEnv):
         return {"observation": observation, "achieved_goal": achieved_goal, "desired_goal": self._goals.copy()}
 
 
-def make_vec(env_id: str, num_envs: int, nthread: int | None = None) -> gym.vector.VectorEnv:
+def make_vec(env_id: str, num_envs: int, nthread: int | None = None, **kwargs) -> gym.vector.VectorEnv:
     """`gym.make_vec(env_id, num_envs=num_envs)` with `nthread` threads, for any registered goal env: our ids (and
     any id registered with GoalVectorEnv) give the batched env; an id without a vector entry point (a task of your
-    own) gives ThreadVectorEnv over `gym.make` envs; another vector entry point is called as gym.make_vec calls it."""
+    own) gives ThreadVectorEnv over `gym.make` envs; another vector entry point is called as gym.make_vec calls it.
+    kwargs go to every sub-env, as gym.make's: e.g. n_substeps=2, max_episode_steps=500 (250 Hz, 2 s episodes)."""
     entry_point = gym.spec(env_id).vector_entry_point
     if entry_point is None:
-        return ThreadVectorEnv([lambda: gym.make(env_id)] * num_envs, nthread)
+        return ThreadVectorEnv([lambda: gym.make(env_id, **kwargs)] * num_envs, nthread)
     if getattr(entry_point, "func", None) is GoalVectorEnv:
-        return gym.make_vec(env_id, num_envs=num_envs, nthread=nthread)
-    return gym.make_vec(env_id, num_envs=num_envs)
+        return gym.make_vec(env_id, num_envs=num_envs, nthread=nthread, **kwargs)
+    return gym.make_vec(env_id, num_envs=num_envs, **kwargs)
 
 
 class ThreadVectorEnv(gym.vector.SyncVectorEnv):
