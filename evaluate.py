@@ -79,6 +79,8 @@ def load_script(path):
 def evaluate(path, episodes, seed=1, capture_video=False):
     """Test success of the saved policy over `episodes` deterministic episodes."""
     ckpt = torch.load(path, weights_only=False, map_location="cpu")  # trained on a GPU or not, evaluated on the CPU
+    if "actor" not in ckpt:  # a fork whose policy is not one actor on [o, g] (research/hac_her.py): said, not guessed
+        raise SystemExit(f"evaluate.py: error: {path} holds no single actor: {ckpt.get('no_actor', 'see its script')}")
     cfg, dims = ckpt["args"], ckpt["dims"]
     script_path = ckpt.get("script", "ddpg_her.py")  # older checkpoints did not record it
     script = load_script(script_path)
