@@ -28,7 +28,7 @@ grid() {  # PART, then grid.py options (--smoke replaces the budget: 1 epoch of 
     python scripts/grid.py --out "$out/$part" --cpus-per-run 1 "$@"
   fi
 }
-all="screen push utd batch256 utd80 combined_polyak pnp_screen pnp hand polyak mher rfr_push rfr_gamma_eps rfr_ppo rfr_goal_td rfr_qr"
+all="screen push utd batch256 utd80 combined_polyak pnp_screen pnp hand polyak mher rfr_push rfr_gamma_eps rfr_ppo rfr_goal_td rfr_qr rfr_frequent rfr_hac"
 parts=${*:-$all}
 for part in $parts; do
   case $part in
@@ -129,6 +129,31 @@ for part in $parts; do
       grid rfr_qr --envs FetchPush-v0 --configs research/ddpg_her_qr --seeds 1 2 3 --extra "" --epochs 15
       grid rfr_qr_tqc --envs FetchPush-v0 --configs research/ddpg_her_qr --seeds 1 2 3 \
         --extra "--drop-top-quantiles 2" --epochs 15 ;;
+    # Very frequent actions (research/ddpg_her_frequent.py): FetchPush at 50, 100 and 250 Hz (n_substeps 10, 5, 2),
+    # 2 s episodes and the discount per second of 25 Hz, the same episodes and updates as ddpg_her.py (15 epochs:
+    # 12,000 episodes, 600,000 env steps at 25 Hz, 6,000,000 at 250 Hz; part rfr_push is 25 Hz), 3 seeds; then at
+    # 250 Hz the paper's remedies: parameter-space noise in place of the Gaussian action noise, 1-step-at-25-Hz
+    # returns (10 steps at 250 Hz), and both. Compare the curves by episodes (plot.py --x episodes), not env steps.
+    rfr_frequent)
+      for f in 50 100 250; do
+        grid "rfr_frequent_${f}hz" --envs FetchPush-v0 --configs research/ddpg_her_frequent --seeds 1 2 3 \
+          --extra "--frequency-hz $f" --epochs 15
+      done
+      grid rfr_frequent_250hz_param_noise --envs FetchPush-v0 --configs research/ddpg_her_frequent --seeds 1 2 3 \
+        --extra "--frequency-hz 250 --param-noise --noise-eps 0" --epochs 15
+      grid rfr_frequent_250hz_nstep --envs FetchPush-v0 --configs research/ddpg_her_frequent --seeds 1 2 3 \
+        --extra "--frequency-hz 250 --n-step 1" --epochs 15
+      grid rfr_frequent_250hz_both --envs FetchPush-v0 --configs research/ddpg_her_frequent --seeds 1 2 3 \
+        --extra "--frequency-hz 250 --param-noise --noise-eps 0 --n-step 1" --epochs 15 ;;
+    # HER + HRL (research/hac_her.py: two-level HAC, a subgoal every 10 steps, hindsight actions), FetchPush (part
+    # rfr_push: the baseline) and FetchPickAndPlace beside ddpg_her.py, 3 seeds, 600,000 env steps; its own condition:
+    # without the paper's hindsight actions (missed subgoals stored as proposed).
+    rfr_hac)
+      grid rfr_hac --envs FetchPush-v0 --configs research/hac_her --seeds 1 2 3 --extra "" --epochs 15
+      grid rfr_hac_pnp --envs FetchPickAndPlace-v0 --configs ddpg_her research/hac_her --seeds 1 2 3 --extra "" \
+        --epochs 15
+      grid rfr_hac_no_hindsight_actions --envs FetchPush-v0 --configs research/hac_her --seeds 1 2 3 \
+        --extra=--no-hindsight-actions --epochs 15 ;;
     *) echo "unknown part $part (one of: $all)"; exit 2 ;;
   esac
 done
