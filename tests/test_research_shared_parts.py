@@ -15,7 +15,11 @@ from test_ddpg_her import TINY, run_dir
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import ddpg_her  # noqa: E402
 
-FORKS = ["ddpg_her_nstep", "ddpg_her_prioritized", "ddpg_her_relay", "ddpg_her_relay_nstep", "sac_her", "td3_her"]
+# ddpg_her.py's update signature, update(nets, optimizer, norm, x, u, r, gamma, clip_return, action_l2), and its actor
+DDPG_UPDATE = ["ddpg_her_goal_td", "ddpg_her_qr", "ddpg_her_frequent", "hac_her"]
+TARGETS = ["ddpg_her_nstep", "ddpg_her_prioritized", "ddpg_her_relay", "ddpg_her_relay_nstep", "sac_her", "td3_her",
+           "ddpg_her_gamma_eps", *DDPG_UPDATE]  # the forks with polyak-averaged target networks
+FORKS = [*TARGETS, "ppo_her"]
 MODULES = {name: load_fork(name) for name in FORKS}  # name -> (module, script, runner)
 PUSH = ["--env-id", "FetchPush-v0"]  # the relay forks need an object
 
@@ -53,7 +57,8 @@ def ddpg_nets(fork, dim_x, dim_u, max_u):
     return nets, optimizer
 
 
-@pytest.mark.parametrize("name", ["ddpg_her_prioritized", "ddpg_her_relay", "ddpg_her_relay_nstep"])
+@pytest.mark.parametrize("name", ["ddpg_her_prioritized", "ddpg_her_relay", "ddpg_her_relay_nstep", "ddpg_her_gamma_eps",
+                                  *DDPG_UPDATE])
 def test_actor_loss_is_minus_q_plus_the_action_l2_penalty(name):
     """ddpg_her.py's actor loss -Q(o, pi(o)) + action_l2 |pi / max_u|^2, by hand, with the critic before the step (the
     relay forks: on their networks' input [o, g, gr], for both tasks' rows)."""
@@ -69,13 +74,19 @@ def test_actor_loss_is_minus_q_plus_the_action_l2_penalty(name):
         reach = (torch.arange(B) < B // 2)[:, None]
         expected = hand_actor_loss(nets[1], nets[0], norm.tasks(x, reach)[0], action_l2)
         stats = fork.update(nets, optimizer, norm, x, reach, u, r, 0.98, 50.0, action_l2)
+    elif name == "ddpg_her_gamma_eps":  # the networks also take each transition's gamma and epsilon inputs
+        gamma = 1.0 - 1.0 / (5.0 + 195.0 * torch.rand(B, 1, generator=g))
+        cond = fork.cond_inputs(gamma, 0.01 + 0.09 * torch.rand(B, 1, generator=g), (5.0, 200.0), (0.01, 0.1))
+        expected = hand_actor_loss(nets[1], nets[0], torch.cat([norm(x.clone())[0], cond], -1), action_l2)
+        stats = fork.update(nets, optimizer, norm, x, u, r, gamma, cond, True, action_l2)
     else:
         expected = hand_actor_loss(nets[1], nets[0], norm(x.clone())[0], action_l2)
-        stats = fork.update(nets, optimizer, norm, x, u, r, 0.98, 50.0, action_l2)[0]
+        stats = fork.update(nets, optimizer, norm, x, u, r, 0.98, 50.0, action_l2)
+        stats = stats[0] if isinstance(stats, tuple) else stats  # (prioritised: the stats and the TD errors)
     assert stats[0].item() == pytest.approx(expected, rel=1e-5)
 
 
-@pytest.mark.parametrize("name", FORKS)
+@pytest.mark.parametrize("name", TARGETS)
 def test_polyak_zero_makes_the_targets_the_networks(tmp_path, name):
     """Targets move as target <- polyak * target + (1 - polyak) * network after each cycle: with --polyak 0 they are
     the networks themselves after a cycle (a run whose weights are inverted keeps its initial targets)."""
