@@ -4,14 +4,18 @@
 # action "would seem to be perfect in hindsight", and "importance sampling to cancel the sampling bias" might help but
 # "would probably lead to prohibitively high variance". Both halves, each behind an option:
 #  - --teleport (Fetch tasks; FetchReach-v0 is the one to use): TeleportVectorEnv over the vector env adds one action
-#    dimension; where it is > 0, the achieved goal (and its slice of the observation) jumps to a random point drawn
-#    from the task's own goal distribution and stays there, actions ignored, for the rest of the fixed-length episode.
+#    dimension; where it is > --teleport-threshold (0.93), the achieved goal (and its slice of the observation) jumps
+#    to a random point drawn from the task's own goal distribution and stays there, actions ignored, for the rest of
+#    the fixed-length episode.
 #    The teleport reaches the desired goal by chance alone (FetchReach: 1.6% of its goals lie within 5 cm of another),
 #    but the goal HER relabels it with always. FetchReach-v0 rather than FetchPush-v0: ddpg_her.py solves the plain
 #    task within an epoch, so a success rate held down near 1.6% is the bias alone, on the cheapest task; and its goals
 #    fill a 3-d box, where Push's lie on the table (there a random point lands within 5 cm of the goal 7.5% of the
-#    time). Exploration's uniform random actions (--random-eps) teleport half the time: most training episodes teleport
-#    within a few steps (train_teleport_rate). test_teleport_rate: the fraction of test episodes that teleport.
+#    time). The threshold is for exploration: at 0, its uniform random actions (--random-eps) teleport half the time,
+#    and every training episode teleports within a few steps (train_teleport_rate 1.0 in a pilot), leaving almost no
+#    reaching data; at 0.93 about 40% of exploring episodes teleport (the arithmetic at Args.teleport_threshold), and
+#    the actor (tanh, range +-1) can still choose it. train_teleport_rate / test_teleport_rate: the fraction of
+#    training / test episodes that teleport.
 #    model.pt is not written with --teleport: evaluate.py makes the plain env, which has no teleport action.
 #  - --correction is (the default; none: ddpg_her.py's update, the same run bit for bit): each replayed transition's
 #    critic loss is weighted by p_task(g) / q(g | episode, t), the probability of its goal under the task's goal
@@ -147,8 +151,18 @@ class Args:
     """a run directory (runs/RUN_NAME) or its checkpoint.pt: continue from the last checkpoint with the saved config;
     only --n-epochs (to extend the run) and the W&B options (--track, --wandb-*) may be given with it"""
     teleport: bool = False
-    """the paper's special action (Fetch tasks): one more action dimension; > 0 sends the achieved goal to a random
-    point of the task's goal distribution, where it stays to the end of the episode"""
+    """the paper's special action (Fetch tasks): one more action dimension; > --teleport-threshold sends the achieved
+    goal to a random point of the task's goal distribution, where it stays to the end of the episode"""
+    # The default from rollout()'s exploration (random_eps 0.3, noise_eps 0.2, max_u 1) with the policy's teleport
+    # output near 0, as at the start: a step's action is uniform on [-1, 1] with probability 0.3, over the threshold h
+    # with probability (1 - h) / 2; else the policy's output plus N(0, 0.2^2), over h with probability Q(h / 0.2) =
+    # Q(4.65) ~ 2e-6, nothing. Per step p = 0.3 * 0.07 / 2 = 0.0105; over T = 50 steps 1 - (1 - p)^50 = 1 - 0.9895^50
+    # = 0.41 of exploring episodes teleport (h 0.95: 0.31; 0.90: 0.53; h 0: p = 0.3 * 0.5 + 0.7 * 0.5 = 0.5, all of
+    # them). The policy can still choose it: tanh outputs up to 1 (> 0.93 needs a pre-activation > 1.66), and an
+    # output at h fires on 0.7 * 0.5 + 0.3 * 0.035 = 36% of exploring steps, every test step above it.
+    teleport_threshold: float = 0.93
+    """--teleport fires where its action dimension is > this fraction of the action range, in [0, 1); 0.93: ~40% of
+    exploring 50-step episodes teleport; 0: the first version (exploration teleports every episode)"""
     correction: Literal["none", "is"] = "is"
     """none: HER's update as ddpg_her.py; is: each transition's critic loss weighted by p_task(g) / HER's q(g)"""
 
@@ -157,15 +171,16 @@ TELEPORT_STREAM = 7  # the teleports' generator: seeded with [seed, 7], never th
 
 
 class TeleportVectorEnv:
-    """A Fetch task's vector env with the paper's special action: actions get one more dimension; where it is > 0 the
-    env teleports, i.e. its achieved goal jumps to a point drawn from the task's goal distribution (`sample_goal(rng)`)
-    and stays there to the end of the episode, whatever the actions; its observation freezes at that step, with the
-    achieved goal's slice of it (`ag_slice`) at the new point. Reward and success are the task's, at that point. The
-    teleports draw from a generator that reset(seed=s) seeds (resumes repeat runs exactly), a stream apart from the
-    envs' own (seeded s + i: seeded with s alone, env 0's first teleport would land on its own desired goal)."""
+    """A Fetch task's vector env with the paper's special action: actions get one more dimension; where it is
+    > `threshold` (in action units) the env teleports, i.e. its achieved goal jumps to a point drawn from the task's
+    goal distribution (`sample_goal(rng)`) and stays there to the end of the episode, whatever the actions; its
+    observation freezes at that step, with the achieved goal's slice of it (`ag_slice`) at the new point. Reward and
+    success are the task's, at that point. The teleports draw from a generator that reset(seed=s) seeds (resumes
+    repeat runs exactly), a stream apart from the envs' own (seeded s + i: seeded with s alone, env 0's first teleport
+    would land on its own desired goal)."""
 
-    def __init__(self, vec, sample_goal, ag_slice, compute_reward, is_success):
-        self.vec, self.sample_goal, self.ag_slice = vec, sample_goal, ag_slice
+    def __init__(self, vec, sample_goal, ag_slice, compute_reward, is_success, threshold):
+        self.vec, self.sample_goal, self.ag_slice, self.threshold = vec, sample_goal, ag_slice, threshold
         self.compute_reward, self.is_success = compute_reward, is_success
         self.teleported = np.zeros(vec.num_envs, bool)  # in this episode, so far
         self.frozen = None  # the teleported envs' observations, then achieved goals
@@ -180,7 +195,8 @@ class TeleportVectorEnv:
         return obs, info
 
     def step(self, u):
-        go = (u[:, -1] > 0) & ~self.teleported  # a teleported env's teleport dimension is ignored, as the rest
+        # a teleported env's teleport dimension is ignored, as the rest
+        go = (u[:, -1] > self.threshold) & ~self.teleported
         u = np.where(self.teleported[:, None], 0.0, u[:, :-1])  # (the env is still stepped: episodes keep length T)
         obs, reward, terminated, truncated, info = self.vec.step(u)
         for i in np.flatnonzero(go):  # the jump: a random point of the goal space, in the observation too
@@ -360,6 +376,8 @@ if __name__ == "__main__":
         if args.env_id == "FetchReach-v0":  # Baselines' config.py: n_cycles=10 for 'FetchReach-v1' (exact id) only
             args.n_cycles = 10
     check_args(args, DENSE, USE_HER)
+    if not 0.0 <= args.teleport_threshold < 1.0:  # >= 1: never above the action range's top, max_u
+        fail(f"--teleport-threshold {args.teleport_threshold}: must be in [0, 1), a fraction of the action range")
     # One env in this process gives the spaces, T and compute_reward, called once per batch of relabelled goals.
     env = gym.make(args.env_id)
     try:
@@ -406,7 +424,8 @@ if __name__ == "__main__":
     vec = envs.make_vec(args.env_id, args.n_envs, compute.env_threads)  # gym.make_vec: our ids in one mujoco.batch
     if args.teleport:
         vec = TeleportVectorEnv(vec, lambda g_rng: env.unwrapped._sample_goal(rng=g_rng), ag_slice,
-                                env.unwrapped.compute_reward, env.unwrapped._is_success)
+                                env.unwrapped.compute_reward, env.unwrapped._is_success,
+                                args.teleport_threshold * max_u)
     video_env = gym.make(args.env_id, render_mode="rgb_array") if args.capture_video else None  # one episode an epoch
 
     # ALGO LOGIC: networks, one Adam for both (two parameter groups), target networks

@@ -1,7 +1,8 @@
 """research/ddpg_her_unbiased.py (the paper's "Unbiased HER": a teleport action that HER makes look perfect, and an
 importance-sampling correction): a tiny run resumed exactly and evaluated; --correction none is ddpg_her.py, run for
-run; the teleport action by hand (one more action dimension, a random point of the goal space, absorbing); the
-importance weights by hand on a small case; the critic's loss weighted by them; and the options refused."""
+run; the teleport action by hand (one more action dimension, fired above its threshold only, a random point of the
+goal space, absorbing); the importance weights by hand on a small case; the critic's loss weighted by them; and the
+options refused."""
 
 import copy
 import csv
@@ -49,29 +50,33 @@ def test_tiny_run_resumes_exactly_and_evaluates_and_correction_none_is_ddpg_her(
 
 
 def test_tiny_teleport_run_has_one_more_action_and_logs_its_rate(tmp_path):
-    run(tmp_path, *OPTIONS, "--n-epochs", "1", "--exp-name", "tele", "--teleport")
+    # 32 exploring episodes: at the default threshold 0.93 about 40% teleport (0.41 at a policy output of 0)
+    run(tmp_path, *OPTIONS, "--n-envs", "8", "--n-cycles", "4", "--n-epochs", "1", "--exp-name", "tele", "--teleport")
     path = run_dir(tmp_path, "tele")
     (row,) = rows(path)
-    assert float(row["train_teleport_rate"]) > 0.5  # exploration's random actions teleport half the time, every step
+    assert row["episodes"] == "32" and 0.1 < float(row["train_teleport_rate"]) < 0.9
     assert 0.0 <= float(row["test_teleport_rate"]) <= 1.0
+    # threshold 0, the first version: exploration's random actions teleport half the time, every step
+    run(tmp_path, *OPTIONS, "--n-epochs", "1", "--exp-name", "tele0", "--teleport", "--teleport-threshold", "0")
+    assert float(rows(run_dir(tmp_path, "tele0"))[0]["train_teleport_rate"]) > 0.9
     state = torch.load(os.path.join(path, "checkpoint.pt"), weights_only=False)["state"]
     assert state["actor"]["net.6.weight"].shape[0] == 5  # FetchReach's 4 actions and the teleport
     assert state["critic"]["net.0.weight"].shape[1] == 10 + 3 + 5
 
 
-def make_teleport_env(n):
+def make_teleport_env(n, threshold=0.93):
     env = gym.make("FetchReach-v0")
     obs = env.reset(seed=0)[0]
     ag_slice = fork.goal_slice(obs["observation"], obs["achieved_goal"])
     assert ag_slice == slice(0, 3)  # FetchReach: the gripper's position
     vec = fork.TeleportVectorEnv(envs.make_vec("FetchReach-v0", n, 1), lambda rng: env.unwrapped._sample_goal(rng=rng),
-                                 ag_slice, env.unwrapped.compute_reward, env.unwrapped._is_success)
+                                 ag_slice, env.unwrapped.compute_reward, env.unwrapped._is_success, threshold)
     return vec, env.unwrapped
 
 
 def test_teleport_jumps_to_a_random_point_and_stays_there():
-    n, T = 3, 50
-    vec, task = make_teleport_env(n)
+    n, T, h = 3, 50, 0.5
+    vec, task = make_teleport_env(n, h)
     plain = envs.make_vec("FetchReach-v0", n, 1)  # the same envs without the teleport
     rng = np.random.default_rng(0)
     for episode in range(2):  # the second: reset clears the teleports
@@ -81,10 +86,10 @@ def test_teleport_jumps_to_a_random_point_and_stays_there():
             np.testing.assert_array_equal(obs[k], plain_obs[k])
         at = {0: 1, 2: 3}  # env 0 teleports at step 1, env 2 at step 3, env 1 never
         frozen = {}
-        for t in range(T):
+        for t in range(T):  # the teleport dimension above 0 but not above the threshold h does nothing
             u = rng.uniform(-1, 1, (n, 5))
-            u[:, -1] = [0.5 if t == at[0] else -0.5 if t < at[0] else rng.uniform(-1, 1), -0.5,
-                        0.1 if t == at[2] else -0.1 if t < at[2] else rng.uniform(-1, 1)]
+            u[:, -1] = [0.6 if t == at[0] else h if t < at[0] else rng.uniform(-1, 1), rng.uniform(-1, h),
+                        0.51 if t == at[2] else 0.3 if t < at[2] else rng.uniform(-1, 1)]
             before = vec.teleported.copy()
             obs, reward, _, truncated, info = vec.step(u)
             plain_obs = plain.step(np.where(before[:, None], 0.0, u[:, :4]))[0]  # (once teleported: ignored)
@@ -189,6 +194,8 @@ def test_the_critic_loss_is_weighted_and_unweighted_is_ddpg_hers():
     (["--teleport", "--save-model"], "--teleport adds an action that evaluate.py's env (the plain task) does not have"),
     (["--env-id", "HandManipulateBlockRotateZ-v0"], "which HandManipulateBlockRotateZ-v0's reward is not"),
     (["--correction", "usher"], "--correction"),
+    (["--teleport", "--teleport-threshold", "1"], "--teleport-threshold 1.0: must be in [0, 1)"),
+    (["--teleport", "--teleport-threshold", "-0.1"], "--teleport-threshold -0.1: must be in [0, 1)"),
 ])
 def test_bad_options_are_refused_with_a_message(tmp_path, options, message):
     proc = run(tmp_path, *OPTIONS, *options, check=False)
