@@ -28,7 +28,7 @@ grid() {  # PART, then grid.py options (--smoke replaces the budget: 1 epoch of 
     python scripts/grid.py --out "$out/$part" --cpus-per-run 1 "$@"
   fi
 }
-all="screen push utd batch256 utd80 combined_polyak pnp_screen pnp hand polyak mher rfr_push rfr_gamma_eps rfr_ppo rfr_goal_td rfr_qr rfr_frequent rfr_hac"
+all="screen push utd batch256 utd80 combined_polyak pnp_screen pnp hand polyak mher rfr_push rfr_gamma_eps rfr_ppo rfr_goal_td rfr_qr rfr_frequent rfr_hac rfr_unbiased"
 parts=${*:-$all}
 for part in $parts; do
   case $part in
@@ -154,6 +154,18 @@ for part in $parts; do
         --epochs 15
       grid rfr_hac_no_hindsight_actions --envs FetchPush-v0 --configs research/hac_her --seeds 1 2 3 \
         --extra=--no-hindsight-actions --epochs 15 ;;
+    # Unbiased HER (research/ddpg_her_unbiased.py): the bias made visible on FetchReach with a teleport action (an
+    # absorbing jump to a random goal), HER as ddpg_her.py (--correction none) against the importance-sampling
+    # correction, 3 seeds, 200,000 env steps; the correction's cost on the plain tasks: FetchPush (part rfr_push: the
+    # baseline; --correction none is ddpg_her.py bit for bit), 600,000 env steps, and FetchReach (part rfr_ppo_reach).
+    rfr_unbiased)
+      grid rfr_unbiased_teleport_none --envs FetchReach-v0 --configs research/ddpg_her_unbiased --seeds 1 2 3 \
+        --extra "--teleport --correction none" --epochs 5
+      grid rfr_unbiased_teleport --envs FetchReach-v0 --configs research/ddpg_her_unbiased --seeds 1 2 3 \
+        --extra=--teleport --epochs 5
+      grid rfr_unbiased --envs FetchPush-v0 --configs research/ddpg_her_unbiased --seeds 1 2 3 --extra "" --epochs 15
+      grid rfr_unbiased_reach --envs FetchReach-v0 --configs research/ddpg_her_unbiased --seeds 1 2 3 --extra "" \
+        --epochs 5 ;;
     *) echo "unknown part $part (one of: $all)"; exit 2 ;;
   esac
 done
