@@ -242,7 +242,18 @@ def test_research_smoke_runs_every_comparison_end_to_end(tmp_path):
                        ("pnp_screen_nstep", every[1:2]), ("pnp_screen_forks", every[2:] + fetch[-2:-1]),
                        ("pnp", fetch), ("hand", every), ("polyak_0.8", every[:1]), ("polyak_0.9", every[:1]),
                        ("polyak_0.98", every[:1]), ("mher", every[1:2]),
-                       ("rfr_push", ["ddpg_her", "ddpg_her_gamma_eps"])]:
+                       ("rfr_push", ["ddpg_her", "ddpg_her_gamma_eps"]), ("rfr_gamma_only", ["ddpg_her_gamma_eps"]),
+                       ("rfr_eps_only", ["ddpg_her_gamma_eps"]), ("rfr_ppo_reach", ["ddpg_her", "ppo_her"]),
+                       *[(f"rfr_ppo_{p}", ["ppo_her"]) for p in ("reach_no_hindsight", "push", "push_no_hindsight")],
+                       *[(p, ["ddpg_her_goal_td"]) for p in ("rfr_goal_td", "rfr_goal_td_future")],
+                       *[(p, ["ddpg_her_qr"]) for p in ("rfr_qr", "rfr_qr_tqc")],
+                       *[(f"rfr_frequent_{p}", ["ddpg_her_frequent"]) for p in ("50hz", "100hz", "250hz",
+                                                                                 "250hz_param_noise", "250hz_nstep",
+                                                                                 "250hz_both")],
+                       ("rfr_hac", ["hac_her"]), ("rfr_hac_pnp", ["ddpg_her", "hac_her"]),
+                       ("rfr_hac_no_hindsight_actions", ["hac_her"]),
+                       *[(f"rfr_unbiased{p}", ["ddpg_her_unbiased"]) for p in ("_teleport_none", "_teleport", "",
+                                                                                "_reach")]]:
         n = len(exps)
         assert f"{n}/{n} runs done (0 were done before), 0 failed" in output
         table = f"{tmp_path}/{part}/grid_smoke.md"
@@ -252,6 +263,19 @@ def test_research_smoke_runs_every_comparison_end_to_end(tmp_path):
     assert len(configs) == 4 and all(json.loads(read(c))["n_batches"] == 120 for c in configs)
     configs = glob.glob(f"{tmp_path}/mher/runs/*/config.json")  # the part's one change: MHER(lambda)
     assert len(configs) == 1 and json.loads(read(configs[0]))["mher_lambda"] == 0.7
+    # issue 32's parts: each folder's one change (the fork's own condition)
+    for part, expected in [("rfr_frequent_250hz_both", dict(frequency_hz=250, param_noise=True, noise_eps=0.0,
+                                                              n_step=1)),
+                           ("rfr_frequent_50hz", dict(frequency_hz=50, param_noise=False, n_step=0)),
+                           ("rfr_unbiased_teleport_none", dict(teleport=True, correction="none")),
+                           ("rfr_unbiased_teleport", dict(teleport=True, correction="is")),
+                           ("rfr_ppo_push_no_hindsight", dict(hindsight=False)),
+                           ("rfr_hac_no_hindsight_actions", dict(hindsight_actions=False)),
+                           ("rfr_goal_td_future", dict(buffer_goal_frac=0.0)),
+                           ("rfr_qr_tqc", dict(drop_top_quantiles=2)),
+                           ("rfr_gamma_only", dict(sample_gamma=True, sample_eps=False))]:
+        configs = [json.loads(read(c)) for c in glob.glob(f"{tmp_path}/{part}/runs/*/config.json")]
+        assert configs and all({k: c[k] for k in expected} == expected for c in configs), (part, configs)
     goal_parts = ("utd80", "utd80_polyak_0.9", "combined_polyak_0.9", "combined_polyak_0.8",  # each one change
                   "pnp_screen_utd80_polyak_0.9", "pnp_screen_utd120_polyak_0.9")
     configs = [json.loads(read(c)) for part in goal_parts for c in glob.glob(f"{tmp_path}/{part}/runs/*/config.json")]
