@@ -29,7 +29,10 @@
 #    std=0.01 init). The episode's end is a time limit: GAE bootstraps on V(o_T, g). The value targets are clipped to
 #    [-1/(1-gamma), 0] (--clip-return, Baselines' range). Left out of CleanRL's: learning-rate annealing, value-loss
 #    clipping, reward normalisation (rewards are -1 or 0); gradient norms are clipped per network, not jointly (the
-#    value's loss, returns down to -50, would swamp the policy's). Adam's eps 1e-5, lr 3e-4 (CleanRL).
+#    value's loss, returns down to -50, would swamp the policy's). Adam's eps 1e-5, lr 3e-4 (CleanRL). Added to
+#    CleanRL's: the dual clip (Ye et al. 2020, --dual-clip 3): a relabelled goal's action may be unlikely under that
+#    goal, its ratio then grows without bound, and with a negative advantage PPO's clip leaves the loss unbounded
+#    (a FetchPush run without it diverged, NaN actions, in its 15th epoch).
 #   python research/ppo_her.py --env-id FetchReach-v0 --seed 1     train
 #   python research/ppo_her.py --no-hindsight                      PPO alone, on the episodes' own goals
 #   python research/ppo_her.py --resume runs/RUN_NAME              continue an interrupted run
@@ -92,6 +95,8 @@ class Args:
     """hidden layers of policy and value networks (paper: 3)"""
     clip_coef: float = 0.2
     """PPO's surrogate clipping coefficient epsilon: ratios clipped to [1 - eps, 1 + eps] (CleanRL: 0.2)"""
+    dual_clip: float = 3.0
+    """dual-clip PPO (Ye et al. 2020): a negative advantage's loss is at most dual_clip * |A| (0: off, CleanRL's)"""
     gae_lambda: float = 0.95
     """lambda of generalized advantage estimation (CleanRL: 0.95)"""
     ent_coef: float = 0.0
@@ -261,22 +266,28 @@ def gae(r, v, gamma, lam):
     return adv
 
 
-def clipped_surrogate(logp, logp_old, adv, w, clip_coef):
+def clipped_surrogate(logp, logp_old, adv, w, clip_coef, dual_clip=0.0):
     """PPO's clipped surrogate loss, each sample weighted by w: mean of w max(-A r, -A clip(r, 1-eps, 1+eps)), r the
-    probability ratio pi(a|s,g) / pi_old(a|s,g). Returns the loss and the log-ratios."""
+    probability ratio pi(a|s,g) / pi_old(a|s,g); with dual_clip c > 1, a negative advantage's loss is at most -c A
+    (dual-clip PPO). Returns the loss and the log-ratios."""
     log_ratio = logp - logp_old
-    ratio = log_ratio.exp()
+    # A relabelled goal's action can be far less likely under its goal than under the episode's: after an update its
+    # ratio can grow without bound (exp overflowed in a FetchPush run), and with A < 0 PPO's clip leaves -A r
+    # unbounded; the dual clip bounds it, and the ratio is taken from a log-ratio of at most 20 (no inf, no NaN).
+    ratio = log_ratio.clamp(max=20.0).exp()
     loss = torch.max(-adv * ratio, -adv * ratio.clamp(1.0 - clip_coef, 1.0 + clip_coef))
+    if dual_clip:
+        loss = torch.where(adv < 0, torch.minimum(loss, -dual_clip * adv), loss)
     return (w * loss).mean(), log_ratio
 
 
-def update(actor, critic, optimizer, mb, clip_coef, ent_coef, vf_coef, max_grad_norm):
+def update(actor, critic, optimizer, mb, clip_coef, ent_coef, vf_coef, max_grad_norm, dual_clip=0.0):
     """One PPO gradient step of policy and value function on a minibatch `mb`: normalised inputs x (B, dim), actions
     u, old log-probabilities logp, advantages adv, value targets ret, weights w (B). One Adam step for both, gradient
     norms clipped per network. Returns [policy loss, value loss, V, entropy, approx. KL, clip fraction]."""
     adv = (mb["adv"] - mb["adv"].mean()) / (mb["adv"].std() + 1e-8)  # CleanRL: advantages normalised per minibatch
     logp = log_prob(actor.mean(mb["x"]), actor.log_std, mb["u"])
-    pg_loss, log_ratio = clipped_surrogate(logp, mb["logp"], adv, mb["w"], clip_coef)
+    pg_loss, log_ratio = clipped_surrogate(logp, mb["logp"], adv, mb["w"], clip_coef, dual_clip)
     v = critic(mb["x"])
     v_loss = 0.5 * (mb["w"] * (v - mb["ret"]).square()).mean()
     entropy = (actor.log_std + 0.5 * math.log(2 * math.pi * math.e)).sum()  # the Gaussian's, the same at every state
@@ -286,8 +297,9 @@ def update(actor, critic, optimizer, mb, clip_coef, ent_coef, vf_coef, max_grad_
         nn.utils.clip_grad_norm_(net.parameters(), max_grad_norm)
     optimizer.step()
     with torch.no_grad():  # CleanRL's diagnostics: the KL estimate (r - 1) - log r, the fraction of clipped ratios
-        approx_kl = (log_ratio.exp() - 1 - log_ratio).mean()
-        clipfrac = ((log_ratio.exp() - 1).abs() > clip_coef).float().mean()
+        ratio = log_ratio.clamp(max=20.0).exp()
+        approx_kl = (ratio - 1 - log_ratio).mean()
+        clipfrac = ((ratio - 1).abs() > clip_coef).float().mean()
     return torch.stack([pg_loss.detach(), v_loss.detach(), v.detach().mean(), entropy.detach(), approx_kl, clipfrac])
 
 
@@ -338,6 +350,7 @@ if __name__ == "__main__":
             args.n_cycles = 10
     check_args(args, DENSE, USE_HER)
     for name, ok, rule in [("clip_coef", args.clip_coef > 0, "must be positive"),
+                           ("dual_clip", args.dual_clip == 0 or args.dual_clip > 1, "must be 0 (off) or > 1"),
                            ("gae_lambda", 0 <= args.gae_lambda <= 1, "must be in [0, 1]"),
                            ("ent_coef", args.ent_coef >= 0, "must be >= 0"), ("vf_coef", args.vf_coef > 0,
                            "must be positive"), ("max_grad_norm", args.max_grad_norm > 0, "must be positive"),
@@ -436,8 +449,11 @@ if __name__ == "__main__":
                     for b in range(args.n_batches):
                         mb = {key: value[order[b * size : (b + 1) * size]] for key, value in data.items()}
                         stats.add_(update(actor, critic, optimizer, mb, args.clip_coef, args.ent_coef, args.vf_coef,
-                                          args.max_grad_norm))
+                                          args.max_grad_norm, args.dual_clip))
                     n_updates += args.n_batches
+                    if not torch.isfinite(stats).all():  # before a rollout acts on NaN weights (a sync per cycle)
+                        fail(f"epoch {epoch + 1}, cycle {cycle + 1}: non-finite PPO losses or diagnostics "
+                             f"{stats.tolist()}; try a lower --actor-lr or --critic-lr, or --dual-clip")
                 if device.type == "cuda":
                     torch.cuda.synchronize()  # (time the updates as updates, not as the next rollout's wait)
                 update_s += time.time() - update_start

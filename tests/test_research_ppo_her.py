@@ -48,6 +48,25 @@ def test_clipped_surrogate_by_hand():
     torch.testing.assert_close(logp.grad, torch.tensor([-0.5, 2 * 1.0, 0.0, 1.1, 0.0]) / 5)
 
 
+def test_dual_clip_bounds_a_negative_advantages_loss_and_a_huge_ratio_stays_finite():
+    """Dual-clip PPO: with A < 0 the loss is at most -c A (PPO's clip leaves -A r unbounded as r grows); with A > 0,
+    or a ratio below c, PPO's loss. A ratio of exp(100), a relabelled goal's action unlikely before the update, gives
+    a finite loss and finite gradients."""
+    ratio = torch.tensor([5.0, 2.0, 5.0, 0.5])
+    adv = torch.tensor([-1.0, -1.0, 1.0, -2.0])
+    logp_old = torch.zeros(4)
+    logp = (logp_old + ratio.log()).requires_grad_()
+    loss, _ = fork.clipped_surrogate(logp, logp_old, adv, torch.ones(4), 0.2, dual_clip=3.0)
+    # PPO's: 5 (A < 0, r above 1 + eps: unclipped), 2, -1.2, 1.6; the dual clip: min(5, 3) = 3 for the first alone
+    assert loss.item() == pytest.approx((3.0 + 2.0 - 1.2 + 1.6) / 4, abs=1e-6)
+    loss.backward()  # the dual-clipped sample passes no gradient
+    torch.testing.assert_close(logp.grad, torch.tensor([0.0, 2.0, 0.0, 0.0]) / 4)
+    logp = torch.tensor([100.0, 0.0], requires_grad=True)  # exp(100): inf in float32
+    loss, _ = fork.clipped_surrogate(logp, torch.zeros(2), torch.tensor([-1.0, 1.0]), torch.ones(2), 0.2, 3.0)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(logp.grad).all() and loss.item() == pytest.approx((3 - 1) / 2)
+
+
 def test_gae_by_hand():
     gamma, lam = 0.9, 0.8
     r = torch.tensor([[-1.0, -1.0, 0.0], [0.0, -1.0, -1.0]])
@@ -206,6 +225,7 @@ def test_no_hindsight_uses_only_the_episodes_own_goals():
     (["--gae-lambda", "1.5"], "--gae-lambda must be in [0, 1], got 1.5"),
     (["--max-grad-norm", "-1"], "--max-grad-norm must be positive, got -1.0"),
     (["--replay-k", "0"], "--replay-k 0 gives no hindsight goal; use --no-hindsight"),
+    (["--dual-clip", "0.5"], "--dual-clip must be 0 (off) or > 1, got 0.5"),
 ])
 def test_bad_options_are_refused_with_a_message(tmp_path, options, message):
     proc = run(tmp_path, *TINY, "--env-threads", "1", *options, check=False)
