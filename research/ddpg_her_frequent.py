@@ -3,7 +3,7 @@
 # frequency, with the same simulated time, learning gets harder (the returns reach back over more steps and white
 # action noise averages out); remedies to try include "parameter space noise, which makes exploration more consistent
 # over time" and n-step returns, and frame skip. --frequency-hz f runs the env at f Hz (n_substeps = 500 / f
-# simulator steps of 2 ms; envs/goal_env.py: the same start state, actions of the same meaning: see there) with:
+# simulator steps of 2 ms; envs/goal_env.py: the same start state, actions of about the same speed, see there) with:
 #  - the same seconds per episode: T = T_25 * f / 25 steps (FetchPush: 50 at 25 Hz, 500 at 250 Hz);
 #  - the same discount per second: gamma = gamma_25 ** (25 / f) (gamma_25 = 1 - 1/T_25, or --gamma); clip_return
 #    1 / (1 - gamma) as in ddpg_her.py, so Q (sum of -1 per step) ranges over [-1/(1-gamma), 0]: 10x wider at 250 Hz;

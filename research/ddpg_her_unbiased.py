@@ -37,8 +37,10 @@
 #    env, so HER's speed is kept): its authors learn those densities with a second critic head (a least-squares
 #    density loss over a time-remaining input) and a second, independently drawn goal per transition, with smoothing
 #    and clipped ratios; more than this file's time box. The weights here come from HER's own sampler (no learned
-#    density; exact up to the eps-ball smoothing) and target the task's goals, at the price the paper predicts:
-#    relabelled goals, HER's gain, count less.
+#    density) and target the task's goals, at the price the paper predicts: relabelled goals, HER's gain, count
+#    less. They are a heuristic, not an exact correction: the unrelabelled part of HER's mixture is the episode's own
+#    desired goal (which depends on the trajectory), taken here as a fresh draw of the task's; and the batch's goals
+#    that estimate p_task include the row's own.
 #   python research/ddpg_her_unbiased.py --env-id FetchReach-v0 --teleport --correction none   HER's bias
 #   python research/ddpg_her_unbiased.py --env-id FetchReach-v0 --teleport                     the correction
 #   python research/ddpg_her_unbiased.py --env-id FetchPush-v0 --correction is                 its cost on a plain task
@@ -398,9 +400,9 @@ if __name__ == "__main__":
     if args.teleport:
         if not isinstance(env.unwrapped, FetchEnv):
             fail(f"--teleport draws its points from a Fetch task's goal distribution; {args.env_id} is not one")
-        if args.save_model:
+        if args.save_model or args.capture_video:
             fail("--teleport adds an action that evaluate.py's env (the plain task) does not have; run without "
-                 "--save-model (checkpoint.pt keeps the actor)")
+                 "--save-model and --capture-video (checkpoint.pt keeps the actor)")
         ag_slice = goal_slice(*(env.reset(seed=0)[0][k] for k in ("observation", "achieved_goal")))
         if ag_slice is None:
             fail(f"--teleport: {args.env_id}'s observation does not hold its achieved goal")

@@ -355,8 +355,8 @@ if __name__ == "__main__":
     H = args.subgoal_horizon
     if H < 1 or T % H:
         fail(f"--subgoal-horizon {H} must divide the episode length T = {T} (e.g. 5, 10, 25)")
-    if not 0.0 <= args.subgoal_test_p <= 1.0 or args.subgoal_margin < 0:
-        fail(f"--subgoal-test-p must be in [0, 1] and --subgoal-margin >= 0, got {args.subgoal_test_p} and "
+    if not 0.0 <= args.subgoal_test_p <= 1.0 or args.subgoal_margin <= 0:  # (0: a flat box on Push, z / 0 = NaN)
+        fail(f"--subgoal-test-p must be in [0, 1] and --subgoal-margin > 0, got {args.subgoal_test_p} and "
              f"{args.subgoal_margin}")
     if args.capture_video:
         fail("--capture-video records evaluate.py's test episode of one actor on [o, g], which this two-level policy "

@@ -192,6 +192,7 @@ def test_the_critic_loss_is_weighted_and_unweighted_is_ddpg_hers():
     (["--teleport", "--env-id", "HandReach-v0", "--correction", "none"],
      "--teleport draws its points from a Fetch task's goal distribution; HandReach-v0 is not one"),
     (["--teleport", "--save-model"], "--teleport adds an action that evaluate.py's env (the plain task) does not have"),
+    (["--teleport", "--capture-video"], "run without --save-model and --capture-video"),
     (["--env-id", "HandManipulateBlockRotateZ-v0"], "which HandManipulateBlockRotateZ-v0's reward is not"),
     (["--correction", "usher"], "--correction"),
     (["--teleport", "--teleport-threshold", "1"], "--teleport-threshold 1.0: must be in [0, 1)"),

@@ -228,7 +228,8 @@ def test_subgoal_box_holds_the_tasks_goals_and_bounds_the_high_levels_subgoals(e
     (["--subgoal-horizon", "7"], "--subgoal-horizon 7 must divide the episode length T = 50"),
     (["--subgoal-horizon", "0"], "--subgoal-horizon 0 must divide"),
     (["--subgoal-test-p", "1.5"], "--subgoal-test-p must be in [0, 1]"),
-    (["--subgoal-margin", "-0.1"], "--subgoal-margin >= 0, got 0.3 and -0.1"),
+    (["--subgoal-margin", "-0.1"], "--subgoal-margin > 0, got 0.3 and -0.1"),
+    (["--subgoal-margin", "0"], "--subgoal-margin > 0, got 0.3 and 0.0"),
     (["--capture-video"], "--capture-video records evaluate.py's test episode of one actor"),
 ])
 def test_bad_options_are_refused_with_a_message(tmp_path, options, message):
