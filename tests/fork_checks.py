@@ -22,10 +22,11 @@ def load_fork(name):
     return module, script, partial(run, script=script)
 
 
-def check_resumes_exactly_and_evaluates(tmp_path, script, options, nets, env_id="FetchReach-v0"):
+def check_resumes_exactly_and_evaluates(tmp_path, script, options, nets, env_id="FetchReach-v0", refused=None):
     """A run of 2 epochs, and one of 1 epoch resumed to 2 (both with `options`): the same metrics.csv (timing columns
     aside), the same state at the end for each entry of `nets` (names in checkpoint.pt's state), and evaluate.py reads
-    the resumed run's model.pt. Returns both checkpoints, (whole, resumed), for the fork's own checks."""
+    the resumed run's model.pt (refused: a policy evaluate.py cannot run, whose refusal must say `refused`, with no
+    traceback). Returns both checkpoints, (whole, resumed), for the fork's own checks."""
     fork = partial(run, script=script)
     fork(tmp_path, *options, "--n-epochs", "2", "--exp-name", "whole")
     fork(tmp_path, *options, "--n-epochs", "1", "--exp-name", "parts", "--save-model")
@@ -38,7 +39,10 @@ def check_resumes_exactly_and_evaluates(tmp_path, script, options, nets, env_id=
     for name in nets:
         for key, value in whole["state"][name].items():
             assert torch.equal(value, resumed["state"][name][key]), (name, key)
-    proc = run(tmp_path, path, "--episodes", "2", script=os.path.join(ROOT, "evaluate.py"))
+    proc = run(tmp_path, path, "--episodes", "2", check=refused is None, script=os.path.join(ROOT, "evaluate.py"))
+    if refused is not None:
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr and refused in proc.stderr, proc.stderr
+        return whole, resumed
     assert re.search(rf"^{env_id}( \(.*\))?: test success", proc.stdout, re.M), proc.stdout  # (the env's options)
     assert f"{os.path.basename(script)}, 2 epochs" in proc.stdout, proc.stdout
     return whole, resumed

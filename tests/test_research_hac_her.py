@@ -14,8 +14,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from fork_checks import ROOT, load_fork
-from test_ddpg_her import TINY, metrics, run, run_dir
+from fork_checks import check_resumes_exactly_and_evaluates, load_fork
+from test_ddpg_her import TINY, metrics, run_dir
 
 fork, SCRIPT, fork_run = load_fork("hac_her")  # the module, its path, test_ddpg_her.py's runner on it
 OPTIONS = [*TINY, "--env-threads", "1"]  # FetchReach-v0: T = 50; H = 10 (the default): 5 subgoals an episode
@@ -33,27 +33,17 @@ def reached_by_hand(ep):  # (n, K): did the low level end each H-step window wit
 
 
 def test_tiny_run_resumes_exactly_stores_hacs_transitions_and_evaluate_py_refuses_it(tmp_path):
-    # fork_checks.check_resumes_exactly_and_evaluates, but evaluate.py must refuse this two-level policy, clearly
-    fork_run(tmp_path, *OPTIONS, "--n-epochs", "2", "--exp-name", "whole")
-    fork_run(tmp_path, *OPTIONS, "--n-epochs", "1", "--exp-name", "parts", "--save-model")
-    whole_dir, path = run_dir(tmp_path, "whole"), run_dir(tmp_path, "parts")
-    proc = fork_run(tmp_path, "--resume", path, "--n-epochs", "2")
-    assert "resumed" in proc.stdout and "after epoch 1" in proc.stdout, proc.stdout
-    rows = metrics(path)
-    assert len(rows) == 2 and rows == metrics(whole_dir) and rows[1]["env_steps"] == "400"  # low-level steps
-    assert {"subgoal_success", "subgoal_penalties", "high_mean_q", "high_critic_loss"} <= rows[0].keys()
-    whole, resumed = (torch.load(os.path.join(d, "checkpoint.pt"), weights_only=False) for d in (whole_dir, path))
+    # evaluate.py must refuse this two-level policy, clearly
     names = [f"{level}_{part}" for level in ("low", "high")
              for part in ("actor", "critic", "actor_target", "critic_target", "normalizer")]
-    for name in names:
-        for key, value in whole["state"][name].items():
-            assert torch.equal(value, resumed["state"][name][key]), (name, key)
+    check_resumes_exactly_and_evaluates(tmp_path, SCRIPT, OPTIONS, names,
+                                        refused="holds no single actor: hac_her.py's policy has two levels")
+    whole_dir, path = run_dir(tmp_path, "whole"), run_dir(tmp_path, "parts")
+    rows = metrics(path)
+    assert rows[1]["env_steps"] == "400"  # low-level steps
+    assert {"subgoal_success", "subgoal_penalties", "high_mean_q", "high_critic_loss"} <= rows[0].keys()
     model = torch.load(os.path.join(path, "model.pt"), weights_only=False)
     assert {"low_actor", "high_actor", "low_normalizer", "high_normalizer", "subgoal_box"} <= model.keys()
-    proc = run(tmp_path, path, "--episodes", "2", check=False, script=os.path.join(ROOT, "evaluate.py"))
-    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
-    assert "evaluate.py: error: " in proc.stderr and "holds no single actor: hac_her.py's policy has two levels" \
-        in proc.stderr, proc.stderr
 
     # The whole run's 8 episodes (40 subgoals), as stored
     ep = stored_episodes(whole_dir)
