@@ -19,7 +19,7 @@ import socket
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import gymnasium as gym
 import numpy as np
@@ -214,6 +214,10 @@ class Run:
                            device=str(compute.device), threads=compute.update_threads if cpu else None,
                            env_threads=compute.env_threads, bf16=compute.bf16, cudagraphs=compute.cudagraphs)
         self.update_config()
+        if self.ckpt and self.ckpt["filled"]:
+            filled = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in self.ckpt["filled"].items())
+            self.log(f"warning: {self.dir} was started before these options existed and resumes with their defaults: "
+                     f"{filled}")
         if args.track:
             import wandb
 
@@ -347,6 +351,13 @@ def load_resume(args, script):
         fail(f"--resume {args.resume}: that run was made by {os.path.basename(ckpt['script'])}; resume it with "
              f"python {command(ckpt['script'])} --resume {args.resume}")
     given = {k: v for k, v in vars(args).items() if k.replace("_", "-") in given}  # --n-epochs, W&B options
+    names = {f.name for f in fields(args)}
+    dropped = sorted(set(ckpt["args"]) - names)
+    if dropped:  # an option this version no longer has: what it did cannot be honoured
+        fail(f"--resume {args.resume}: its run was started with --{', --'.join(n.replace('_', '-') for n in dropped)}, "
+             f"which this version of {os.path.basename(script)} no longer has; resume it with the version that made it")
+    # An option added since the run started takes this version's default, which may not be what the run did: say so.
+    ckpt["filled"] = {k: getattr(args, k) for k in sorted(names - set(ckpt["args"]) - set(given) - {"resume"})}
     args = type(args)(**{**ckpt["args"], **given, "resume": os.path.dirname(path) or "."})
     if args.n_epochs < ckpt["epoch"]:
         fail(f"--n-epochs {args.n_epochs} is fewer than the {ckpt['epoch']} epochs the run has completed")

@@ -274,6 +274,12 @@ MUTATIONS = [
     m("train_resume_ignores_options", "run_plumbing.py",
       "    if refused:  # a resumed run", "    if False:  # a resumed run",
       ["tests/test_ddpg_her.py", "-x", "-q", "-k", "resume"], "--resume silently ignores other options"),
+    m("train_resume_fills_options_silently", "run_plumbing.py",
+      "        if self.ckpt and self.ckpt[\"filled\"]:", "        if False:",
+      ["tests/test_run_plumbing.py", "-x", "-q", "-k", "resume"], "a resume takes today's defaults without a word"),
+    m("train_resume_keeps_dropped_options", "run_plumbing.py",
+      "    if dropped:  # an option this version", "    if False:  # an option this version",
+      ["tests/test_run_plumbing.py", "-x", "-q", "-k", "resume"], "a resume of an option that is gone crashes"),
     # ---- run_plumbing.py's GPU path, on the CPU with mocks (tests/test_run_plumbing.py) ------------------------------
     m("gpu_bf16_emulated", "run_plumbing.py",
       "torch.cuda.get_device_capability(device) >= (8, 0)", "torch.cuda.is_bf16_supported()",

@@ -1,11 +1,12 @@
 """run_plumbing.py's GPU path, tested on the CPU with mocks where a GPU is needed: bf16 only on bf16 units, a CUDA
 graph that falls back to eager when capture fails, a one-line out-of-memory message, CPU-only checkpoint files, and
-what a GPU run logs and records."""
+what a GPU run logs and records; and what a resume says of options its checkpoint predates."""
 
 import contextlib
 import copy
 import json
 import os
+from dataclasses import asdict
 from unittest import mock
 
 import numpy as np
@@ -176,3 +177,32 @@ def test_graph_and_eager_updates_agree_on_a_fixed_batch():
     assert not torch.equal(eager, torch.cat([p.detach().flatten() for n in (actor, critic) for p in n.parameters()]))
     torch.testing.assert_close(graphed, eager, rtol=0, atol=1e-5)
     torch.testing.assert_close(graph_stats, eager_stats, rtol=1e-4, atol=1e-5)
+
+
+def test_a_resume_names_the_options_its_checkpoint_predates_and_refuses_ones_that_are_gone(tmp_path, monkeypatch,
+                                                                                              capsys):
+    """A checkpoint from before an option existed resumes with that option's default, and the run's log says which
+    (its behaviour may have changed); one with an option this version no longer has is refused, naming it."""
+    monkeypatch.chdir(tmp_path)
+    saved = asdict(ddpg_her.Args(env_id="FetchReach-v0", n_epochs=2))
+    del saved["action_l2"], saved["polyak"]  # as if the run predates these two options
+    ckpt = dict(format=run_plumbing.CHECKPOINT_FORMAT, script=ddpg_her.__file__, args=saved, epoch=1,
+                run_name="FetchReach-v0__old__1__0")
+    os.makedirs("runs/old")
+    torch.save(ckpt, "runs/old/checkpoint.pt")
+    monkeypatch.setattr("sys.argv", ["ddpg_her.py", "--resume", "runs/old"])
+    run = Run(ddpg_her.Args(resume="runs/old"), ddpg_her.__file__)
+    assert (run.args.action_l2, run.args.polyak, run.args.env_id) == (1.0, 0.95, "FetchReach-v0")
+    run.start({}, Compute(torch.device("cpu"), False, False, 1, 1))
+    message = "runs/old was started before these options existed and resumes with their defaults: " \
+              "--action-l2 1.0, --polyak 0.95"
+    assert message in open("runs/old/log.txt").read() and message in capsys.readouterr().out
+    saved.update(action_l2=1.0, polyak=0.95, her_strategy="final")  # an option that is gone
+    torch.save(ckpt, "runs/old/checkpoint.pt")
+    with pytest.raises(SystemExit, match="its run was started with --her-strategy, which this version of ddpg_her.py "
+                                         "no longer has"):
+        Run(ddpg_her.Args(resume="runs/old"), ddpg_her.__file__)
+    saved.pop("her_strategy")  # nothing missing, nothing gone: no warning
+    torch.save(ckpt, "runs/old/checkpoint.pt")
+    Run(ddpg_her.Args(resume="runs/old"), ddpg_her.__file__).start({}, Compute(torch.device("cpu"), False, False, 1, 1))
+    assert "warning" not in capsys.readouterr().out
