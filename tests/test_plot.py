@@ -78,26 +78,30 @@ def test_plot_orders_the_curves_by_the_numbers_in_their_labels(tmp_path):
     assert labels == ["ddpg_her n_batches=40", "ddpg_her n_batches=80", "ddpg_her n_batches=120"]  # not as text
 
 
-def png_width(path):  # the IHDR chunk: width, then height, big-endian, from byte 16
+def png_size(path):  # the IHDR chunk: width, then height, big-endian, from byte 16
     with open(path, "rb") as f:
-        return int.from_bytes(f.read(20)[16:20], "big")
+        head = f.read(24)
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
 
 
 def test_plot_keeps_the_panel_as_wide_as_the_figure_under_many_long_labels(tmp_path):
     """Six curves with long labels on one panel: the legend takes rows below the panel, not a width that leaves the
-    panel a third of the figure (the figure no wider than one short curve's, plus a margin)."""
+    panel a third of the figure (the figure no wider than one short curve's, plus a margin); and the figure grows by
+    those rows, so that the panel keeps its height (at 120 dpi, 0.21 in a row: at least 2 rows more than one
+    curve's figure, whose legend has one row)."""
     short, many = str(tmp_path / "short"), str(tmp_path / "many")
     fake_run(short, "r", "FetchPush-v0", "ddpg_her", [0.1, 0.2])
     for n in range(6):
         fake_run(many, f"r{n}", "FetchPush-v0", "ddpg_her_relay_nstep", [0.1, 0.2], n_batches=40 * (n + 1),
                  polyak=0.95)
-    widths = []
+    sizes = []
     for runs, split in ((short, []), (many, ["--split-by", "n_batches", "polyak"])):
         out = str(tmp_path / f"{os.path.basename(runs)}.png")
         proc = plot("--runs-dir", runs, *split, "--title", "FetchPush-v0, a title", "--out", out)
         assert proc.returncode == 0, proc.stderr
-        widths.append(png_width(out))
-    assert widths[1] <= 1.25 * widths[0], widths
+        sizes.append(png_size(out))
+    assert sizes[1][0] <= 1.25 * sizes[0][0], sizes
+    assert sizes[1][1] >= sizes[0][1] + 2 * 0.21 * 120, sizes
 
 
 def test_plot_says_when_there_is_nothing_to_plot(tmp_path):
