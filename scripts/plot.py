@@ -2,7 +2,9 @@
 
 Reads the local logs of the training scripts (runs/*/metrics.csv and runs/*/config.json; no W&B needed), groups
 the runs by environment and experiment name (the script: ddpg_her, ddpg_her_dense, ddpg, ddpg_dense, or your
---exp-name), and draws one panel per environment with one curve per experiment.
+--exp-name), and draws one panel per environment with one curve per experiment. Beside the figure, a Markdown
+file: the median curve's final and best success and when it first reaches 0.5 and 0.9; then sample efficiency as the
+median over seeds of each seed's env steps to 0.5 and 0.9 with the final success's IQR; then every run's row.
 
     python scripts/plot.py                                   # every run under runs/ -> figures/test_success.png
     python scripts/plot.py --x env_steps --envs FetchPush-v0 --out figures/push.png
@@ -61,6 +63,7 @@ def load_runs(runs_dirs, split_by=(), max_env_steps=None):
             if not rows:
                 continue
         run = {key: np.array([float(row[key]) for row in rows]) for key in rows[0]}
+        run["seed"] = config.get("seed", "?")  # a scalar beside the columns: the per-seed table's rows
         task = config["env_id"].replace("Dense-", "-")
         label = " ".join([config["exp_name"]] + [f"{key}={config.get(key)}" for key in split_by or ()])
         groups[(task, config["exp_name"], label)].append(run)
@@ -89,7 +92,7 @@ def curves(runs):
 
 
 def table(groups, tasks, exps):
-    """Markdown: final and best median success, and when the median first reaches each threshold."""
+    """Markdown: final and best median success, and when the median curve first reaches each threshold."""
     head = ["environment", "configuration", "seeds", "epochs", "final", "best"]
     for t in THRESHOLDS:
         head += [f"epoch to {t}", f"env steps to {t}", f"minutes to {t}"]
@@ -112,6 +115,50 @@ def table(groups, tasks, exps):
                     row += ["not reached", "-", "-"]
             lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
+
+
+def first_reach(run, t):
+    """The env steps at the run's first epoch with test success >= t, or None."""
+    hit = np.flatnonzero(run["test_success"] >= t)
+    return float(run["env_steps"][hit[0]]) if len(hit) else None
+
+
+def steps(x):
+    return "not reached" if x is None or not np.isfinite(x) else f"{x:,.0f}"
+
+
+def seed_table(groups, tasks, exps):
+    """Markdown: sample efficiency as the median over seeds of each seed's env steps to a level (a seed that never
+    reaches it counts as beyond the budget, so a median among such seeds reads "not reached"), the final success's
+    median and IQR over seeds; then one row per run."""
+    if any("env_steps" not in run for runs in groups.values() for run in runs):
+        return ""
+    levels = " | ".join(f"env steps to {t}" for t in THRESHOLDS)
+    medians = [f"| environment | configuration | seeds | {levels} | final: median (IQR) |",
+               "|" + " --- |" * (4 + len(THRESHOLDS))]
+    rows = [f"| environment | configuration | seed | test success, epoch by epoch | {levels} | final | minutes |",
+            "|" + " --- |" * (6 + len(THRESHOLDS))]
+    for task in tasks:
+        for exp in exps:
+            runs = sorted(groups.get((task, exp), []), key=lambda run: natural(str(run["seed"])))
+            if not runs:
+                continue
+            finals = [run["test_success"][-1] for run in runs]
+            q25, q50, q75 = np.percentile(finals, [25, 50, 75])
+            reach = [[first_reach(run, t) for run in runs] for t in THRESHOLDS]
+            medians.append(f"| {task} | {exp} | {', '.join(str(run['seed']) for run in runs)} | "
+                           + " | ".join(steps(np.median([np.inf if x is None else x for x in xs])) for xs in reach)
+                           + f" | {q50:.3f}" + (f" ({q25:.3f}-{q75:.3f})" if len(runs) > 1 else "") + " |")
+            for i, run in enumerate(runs):
+                minutes = f"{run['elapsed_s'][-1] / 60:.1f}" if "elapsed_s" in run else "-"
+                stride = -(-len(run["test_success"]) // 20)  # at most 20 epochs shown: a long run's every k-th
+                shown = " ".join(f"{s:.2f}" for s in run["test_success"][stride - 1::stride])
+                rows.append(f"| {task} | {exp} | {run['seed']} | " + (f"every {stride}th: " if stride > 1 else "")
+                            + shown + " | "
+                            + " | ".join(steps(xs[i]) for xs in reach) + f" | {finals[i]:.3f} | {minutes} |")
+    return ("\nPer seed: env steps to a level are the median over seeds of each seed's first epoch at that level (a "
+            "seed that never reaches it counts as beyond the budget); final: the last epoch's success, median and "
+            "interquartile range over seeds.\n\n" + "\n".join(medians) + "\n\n" + "\n".join(rows) + "\n")
 
 
 def main():
@@ -207,7 +254,7 @@ def main():
     fig.savefig(args.out, dpi=120, bbox_inches="tight")
     pdf = os.path.splitext(args.out)[0] + ".pdf"
     fig.savefig(pdf, bbox_inches="tight")
-    text = table(groups, tasks, exps)
+    text = table(groups, tasks, exps) + seed_table(groups, tasks, exps)
     table_path = args.table or os.path.splitext(args.out)[0] + ".md"
     with open(table_path, "w") as f:
         f.write(text)

@@ -220,7 +220,7 @@ def test_figure_script_smoke_draws_its_figure_and_table(tmp_path, figure, n_envs
     assert rc == 0 and f"{n}/{n} runs done (0 were done before), 0 failed" in output, output[-3000:]
     for ext in ("png", "pdf"):
         assert os.path.getsize(f"{out}/{figure}_smoke.{ext}") > 5_000
-    table = read(f"{out}/{figure}_smoke.md").splitlines()[2:]
+    table = read(f"{out}/{figure}_smoke.md").split("\n\n")[0].splitlines()[2:]
     assert len(table) == n and all(row.split(" | ")[2:4] == ["1", "1"] for row in table), table  # 1 seed, 1 epoch
     assert {row.split(" | ")[0].lstrip("| ") for row in table} == set(grid.FIGURES[figure])
 

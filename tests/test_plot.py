@@ -30,6 +30,11 @@ def read(path):
         return f.read()
 
 
+def median_table(path):
+    """The rows of the first table in plot.py's Markdown (the median curve's), below its header."""
+    return read(path).split("\n\n")[0].splitlines()[2:]
+
+
 def plot(*options):
     return subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "plot.py"), *options], capture_output=True,
                           text=True, timeout=120)
@@ -60,7 +65,7 @@ def test_plot_groups_runs_and_splits_by_a_config_key(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert ("ddpg_her bf16_matmul=True polyak=None x2" in proc.stdout and "bf16_matmul=False polyak=None x1" in
             proc.stdout and "bf16_matmul=False polyak=0.9 x1" in proc.stdout), proc.stdout
-    rows = {row.split(" | ")[1]: row.split(" | ")[3:6] for row in read(out[:-4] + ".md").splitlines()[2:]}
+    rows = {row.split(" | ")[1]: row.split(" | ")[3:6] for row in median_table(out[:-4] + ".md")}
     assert rows["ddpg_her bf16_matmul=False polyak=0.9"] == ["2", "0.300", "0.300"]  # epochs, final, best
     assert rows["ddpg_her bf16_matmul=False polyak=None"] == ["2", "0.400", "0.400"]
     proc = plot("--runs-dir", a, "--max-env-steps", "100", "--out", out)  # no epoch within the budget: said so
@@ -74,7 +79,7 @@ def test_plot_orders_the_curves_by_the_numbers_in_their_labels(tmp_path):
     out = str(tmp_path / "fig.png")
     proc = plot("--runs-dir", runs, "--split-by", "n_batches", "--out", out)
     assert proc.returncode == 0, proc.stderr
-    labels = [row.split(" | ")[1] for row in read(out[:-4] + ".md").splitlines()[2:]]
+    labels = [row.split(" | ")[1] for row in median_table(out[:-4] + ".md")]
     assert labels == ["ddpg_her n_batches=40", "ddpg_her n_batches=80", "ddpg_her n_batches=120"]  # not as text
 
 
@@ -132,6 +137,27 @@ def test_plot_writes_the_table_pdf_and_names_a_filter_that_matched_nothing(tmp_p
     assert proc.returncode == 0 and "--envs FetchSlide-v0 matched no runs" in proc.stderr
 
 
+def test_plot_per_seed_table_takes_the_median_over_seeds_and_counts_a_seed_that_never_reaches_beyond_budget(tmp_path):
+    runs = str(tmp_path / "runs")
+    # Each seed reaches 0.9 at a different epoch: the median over seeds is 80,000 env steps, where the median curve
+    # (0.1 at every epoch) never reaches it.
+    for seed, success in enumerate(([0.9, 0.1, 0.1], [0.1, 0.9, 0.1], [0.1, 0.1, 0.9]), 1):
+        fake_run(runs, f"a{seed}", "FetchPush-v0", "ddpg_her", success, seed=seed)
+    # Two seeds of three never reach 0.5: the median is "not reached", not the one seed's 40,000.
+    for seed, success in enumerate(([0.6, 0.6, 0.2], [0.1, 0.1, 0.1], [0.0, 0.1, 0.3]), 1):
+        fake_run(runs, f"b{seed}", "FetchPush-v0", "ddpg", success, seed=seed)
+    out = str(tmp_path / "fig.png")
+    proc = plot("--runs-dir", runs, "--exps", "ddpg_her", "ddpg", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    lines = read(str(tmp_path / "fig.md")).splitlines()
+    assert "| FetchPush-v0 | ddpg_her | 1, 2, 3 | 80,000 | 80,000 | 0.100 (0.100-0.500) |" in lines
+    assert "| FetchPush-v0 | ddpg | 1, 2, 3 | not reached | not reached | 0.200 (0.150-0.250) |" in lines
+    assert "| FetchPush-v0 | ddpg_her | 2 | 0.10 0.90 0.10 | 80,000 | 80,000 | 0.100 | 2.1 |" in lines
+    assert "| FetchPush-v0 | ddpg | 1 | 0.60 0.60 0.20 | 40,000 | not reached | 0.200 | 2.1 |" in lines
+    # the median curve's table above it is unchanged: 0.9 not reached by the median
+    assert "| FetchPush-v0 | ddpg_her | 3 | 3 | 0.100 | 0.100 | not reached | - | - | not reached | - | - |" in lines
+
+
 @pytest.fixture(scope="module")
 def smoke_grid(tmp_path_factory):
     """The logs of a real smoke grid (scripts/grid.py on a local Ray instance): 2 configs x 2 seeds, 2 tiny epochs."""
@@ -153,8 +179,7 @@ def test_plot_on_the_logs_of_a_smoke_grid(smoke_grid, tmp_path, x):
     # The dense runs (FetchReachDense-v0) are drawn and tabulated in FetchReach-v0's panel, 2 seeds each.
     assert "FetchReach-v0/ddpg_her x2" in proc.stdout and "FetchReach-v0/ddpg_dense x2" in proc.stdout
     assert os.path.getsize(out) > 10_000 and os.path.getsize(str(tmp_path / "fig.pdf")) > 5_000
-    with open(tmp_path / "fig.md") as f:
-        rows = [line.split(" | ") for line in f.read().splitlines()[2:]]
+    rows = [line.split(" | ") for line in median_table(str(tmp_path / "fig.md"))]
     assert [row[1:4] for row in rows] == [["ddpg_her", "2", "2"], ["ddpg_dense", "2", "2"]]
     for row in rows:  # final and best: the median over the 2 seeds of the runs' own test success
         assert 0 <= float(row[4]) <= float(row[5]) <= 1
