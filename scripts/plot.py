@@ -214,7 +214,9 @@ def main():
                 continue
             q25, q50, q75, x = curves(runs)
             x = x["minutes" if args.x == "elapsed_s" else args.x]
-            (line,) = ax.plot(x, q50, color=f"C{i}", marker="o" if len(x) < 10 else None, markersize=3)
+            # the colour cycle has 10 colours: the 11th curve on is dashed, so that no two curves look alike
+            (line,) = ax.plot(x, q50, color=f"C{i}", linestyle=("-", "--", ":")[i // 10 % 3],
+                              marker="o" if len(x) < 10 else None, markersize=3)
             ax.fill_between(x, q25, q75, color=f"C{i}", alpha=0.25)
             seeds = sorted({len(r) for (t, e), r in groups.items() if e == exp})
             handles[exp] = (line, f"{exp} ({'-'.join(map(str, seeds[::max(len(seeds) - 1, 1)]))} "

@@ -2,11 +2,13 @@
 --runs-dir, the table, filters) and on the logs of a real smoke grid (scripts/grid.py)."""
 
 import csv
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 
+import matplotlib.colors
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -156,6 +158,23 @@ def test_plot_per_seed_table_takes_the_median_over_seeds_and_counts_a_seed_that_
     assert "| FetchPush-v0 | ddpg | 1 | 0.60 0.60 0.20 | 40,000 | not reached | 0.200 | 2.1 |" in lines
     # the median curve's table above it is unchanged: 0.9 not reached by the median
     assert "| FetchPush-v0 | ddpg_her | 3 | 3 | 0.100 | 0.100 | not reached | - | - | not reached | - | - |" in lines
+
+
+def test_plot_draws_no_two_curves_alike_beyond_the_ten_colours(tmp_path, monkeypatch):
+    runs = str(tmp_path / "runs")
+    for n in range(12):
+        fake_run(runs, f"r{n}", "FetchPush-v0", "ddpg_her", [0.1, 0.2, 0.3], n_batches=n)
+    spec = importlib.util.spec_from_file_location("plot", os.path.join(ROOT, "scripts", "plot.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(sys, "argv", ["plot.py", "--runs-dir", runs, "--split-by", "n_batches",
+                                      "--out", str(tmp_path / "fig.png")])
+    module.main()
+    lines = module.plt.gcf().axes[0].get_lines()
+    assert len(lines) == 12
+    looks = {(matplotlib.colors.to_hex(line.get_color()), line.get_linestyle()) for line in lines}
+    assert len(looks) == 12, looks
+    module.plt.close("all")
 
 
 @pytest.fixture(scope="module")
