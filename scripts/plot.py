@@ -151,9 +151,10 @@ def seed_table(groups, tasks, exps):
                            + f" | {q50:.3f}" + (f" ({q25:.3f}-{q75:.3f})" if len(runs) > 1 else "") + " |")
             for i, run in enumerate(runs):
                 minutes = f"{run['elapsed_s'][-1] / 60:.1f}" if "elapsed_s" in run else "-"
-                stride = -(-len(run["test_success"]) // 20)  # at most 20 epochs shown: a long run's every k-th
-                shown = " ".join(f"{s:.2f}" for s in run["test_success"][stride - 1::stride])
-                rows.append(f"| {task} | {exp} | {run['seed']} | " + (f"every {stride}th: " if stride > 1 else "")
+                # at most 20 epochs shown: a long run's every k-th, counted back from its last
+                stride = -(-len(run["test_success"]) // 20)
+                shown = " ".join(f"{s:.2f}" for s in run["test_success"][::-1][::stride][::-1])
+                rows.append(f"| {task} | {exp} | {run['seed']} | " + (f"every {stride} epochs: " if stride > 1 else "")
                             + shown + " | "
                             + " | ".join(steps(xs[i]) for xs in reach) + f" | {finals[i]:.3f} | {minutes} |")
     return ("\nPer seed: env steps to a level are the median over seeds of each seed's first epoch at that level (a "

@@ -158,6 +158,11 @@ def test_plot_per_seed_table_takes_the_median_over_seeds_and_counts_a_seed_that_
     assert "| FetchPush-v0 | ddpg | 1 | 0.60 0.60 0.20 | 40,000 | not reached | 0.200 | 2.1 |" in lines
     # the median curve's table above it is unchanged: 0.9 not reached by the median
     assert "| FetchPush-v0 | ddpg_her | 3 | 3 | 0.100 | 0.100 | not reached | - | - | not reached | - | - |" in lines
+    # a long run's row shows every k-th epoch up to its last (at most 20)
+    fake_run(runs, "long", "FetchSlide-v0", "ddpg_her", [i / 100 for i in range(1, 26)], seed=1)
+    assert plot("--runs-dir", runs, "--out", out).returncode == 0
+    row = read(str(tmp_path / "fig.md")).splitlines()[-1]  # the runs' table comes last, FetchSlide-v0 after Push
+    assert row.split(" | ")[3] == "every 2 epochs: " + " ".join(f"{i / 100:.2f}" for i in range(1, 26, 2))
 
 
 def test_plot_draws_no_two_curves_alike_beyond_the_ten_colours(tmp_path, monkeypatch):
