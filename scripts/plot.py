@@ -256,7 +256,7 @@ def main():
     # bbox_inches="tight": the figure grows to hold a legend wider than its panels (one long label), never crops it
     fig.savefig(args.out, dpi=120, bbox_inches="tight")
     pdf = os.path.splitext(args.out)[0] + ".pdf"
-    fig.savefig(pdf, bbox_inches="tight")
+    fig.savefig(pdf, bbox_inches="tight", metadata={"CreationDate": None})  # no date: the same runs, the same bytes
     text = table(groups, tasks, exps) + seed_table(groups, tasks, exps)
     table_path = args.table or os.path.splitext(args.out)[0] + ".md"
     with open(table_path, "w") as f:

@@ -125,6 +125,11 @@ def test_plot_writes_the_table_pdf_and_names_a_filter_that_matched_nothing(tmp_p
     proc = plot("--runs-dir", runs, "--exps", "ddpg_her", "ddpg", "--out", out)
     assert proc.returncode == 0, proc.stderr
     assert os.path.getsize(str(tmp_path / "fig.pdf")) > 5_000
+    with open(tmp_path / "fig.pdf", "rb") as f:
+        pdf = f.read()
+    assert plot("--runs-dir", runs, "--exps", "ddpg_her", "ddpg", "--out", out).returncode == 0
+    with open(tmp_path / "fig.pdf", "rb") as f:
+        assert f.read() == pdf  # redrawn from the same runs: the same bytes (no churn in git)
     with open(tmp_path / "fig.md") as f:
         table = f.read().splitlines()
     # Medians over the seeds that reached each epoch: 0.1, 0.55, 0.9 -> 0.5 at epoch 2 (80,000 steps, 1.4 min).
